@@ -1,0 +1,50 @@
+"""Exceptions raised by pyllama, and the one place C return codes become them."""
+
+from __future__ import annotations
+
+
+class LlamaError(Exception):
+    """Base class of every error pyllama raises on purpose."""
+
+
+class ClosedError(LlamaError, ValueError):
+    """An object was used after ``close()``: its native memory is gone."""
+
+
+class ModelLoadError(LlamaError):
+    """A model file could not be loaded: not GGUF, truncated, corrupt or unsupported."""
+
+
+class ContextCreationError(LlamaError):
+    """llama.cpp could not create a context (out of memory, bad parameters)."""
+
+
+class ContextOverflowError(LlamaError, ValueError):
+    """Tokens do not fit in the context window."""
+
+
+class DecodeError(LlamaError):
+    """``llama_decode``/``llama_encode`` failed."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class KVCacheFullError(DecodeError):
+    """No KV cache slot for the batch (code 1): free sequences or use a smaller batch."""
+
+
+class DecodeAbortedError(DecodeError):
+    """The abort callback stopped the decode (code 2)."""
+
+
+def check_decode(code: int, what: str = "llama_decode") -> None:
+    """Raise the exception that matches a ``llama_decode``/``llama_encode`` return code."""
+    if code == 0:
+        return
+    if code == 1:
+        raise KVCacheFullError(f"{what}: no KV cache slot for the batch (the context is full)", code)
+    if code == 2:
+        raise DecodeAbortedError(f"{what}: aborted", code)
+    raise DecodeError(f"{what} failed with code {code}", code)

@@ -1,0 +1,61 @@
+"""llama.cpp's log, delivered to the Python logger ``pyllama``.
+
+llama.cpp writes a line in pieces (a message, then ``CONT`` continuations) and may
+log from its worker threads; pieces are joined per thread and emitted once a line
+is complete. The logger has a ``NullHandler``, so nothing shows unless the
+application configures logging (``logging.basicConfig(level=logging.INFO)``).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from ._ffi import ffi, lib
+
+logger = logging.getLogger("pyllama")
+logger.addHandler(logging.NullHandler())
+
+_LEVELS = {
+    lib.GGML_LOG_LEVEL_NONE: logging.INFO,
+    lib.GGML_LOG_LEVEL_DEBUG: logging.DEBUG,
+    lib.GGML_LOG_LEVEL_INFO: logging.INFO,
+    lib.GGML_LOG_LEVEL_WARN: logging.WARNING,
+    lib.GGML_LOG_LEVEL_ERROR: logging.ERROR,
+}
+
+
+class _Line(threading.local):
+    level: int = logging.INFO
+    parts: list[str]
+
+    def __init__(self) -> None:
+        self.parts = []
+
+
+_line = _Line()
+
+
+@ffi.def_extern(onerror=lambda *exc_info: None)
+def _pyllama_on_log(level: int, text, user_data) -> None:
+    if level != lib.GGML_LOG_LEVEL_CONT:
+        _flush()
+        _line.level = _LEVELS.get(level, logging.INFO)
+    if not logger.isEnabledFor(_line.level):
+        return
+    _line.parts.append(ffi.string(text).decode("utf-8", "replace"))
+    if _line.parts[-1].endswith("\n"):
+        _flush()
+
+
+def _flush() -> None:
+    if _line.parts:
+        message = "".join(_line.parts).rstrip("\n")
+        _line.parts.clear()
+        if message:
+            logger.log(_line.level, "%s", message)
+
+
+def install() -> None:
+    """Route llama.cpp's and ggml's log through :data:`logger` (done once, at import)."""
+    lib.llama_log_set(lib._pyllama_on_log, ffi.NULL)
