@@ -1,0 +1,63 @@
+"""system_info() and `python -m pyllama info` describe the build that is installed."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pyllama
+from pyllama import system_info
+from pyllama._ffi import BUILD_FLAGS
+from pyllama.enums import DeviceType
+
+ON = {"ON", "1", "TRUE", "YES"}
+
+
+def built_with(flag: str) -> bool:
+    return BUILD_FLAGS.get(flag, "OFF").upper() in ON
+
+
+def test_reports_version_commit_and_cpu_device():
+    info = system_info()
+    assert info.version == pyllama.__version__
+    assert len(info.llama_cpp_commit) >= 7 and info.llama_cpp_commit != "unknown"
+    assert "CPU" in info.backends
+    cpu = [d for d in info.devices if d.type == DeviceType.CPU]
+    assert cpu and cpu[0].memory_total > 0
+    assert info.features.startswith("CPU :")
+    assert info.mmap
+
+
+def test_blas_reported_exactly_when_built_with_blas():
+    # CI builds with -DGGML_BLAS=ON -DGGML_BLAS_VENDOR=OpenBLAS (README test command).
+    info = system_info()
+    if built_with("GGML_BLAS"):
+        assert "BLAS = 1" in info.features
+        assert "BLAS" in info.backends
+    else:
+        assert "BLAS = 1" not in info.features
+        assert "BLAS" not in info.backends
+
+
+def test_rpc_backend_is_on_by_default():
+    assert built_with("GGML_RPC")
+    assert system_info().rpc
+    assert "RPC" in system_info().backends
+
+
+def test_info_command_runs_from_any_directory_without_library_path(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("LD_LIBRARY_PATH", "DYLD_LIBRARY_PATH")}
+    result = subprocess.run([sys.executable, "-m", "pyllama", "info"], capture_output=True, text=True,
+                            cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr
+    assert f"pyllama {pyllama.__version__}" in result.stdout
+    assert system_info().llama_cpp_commit in result.stdout
+    assert "features: CPU :" in result.stdout
+
+    as_json = subprocess.run([sys.executable, "-m", "pyllama", "info", "--json"], capture_output=True,
+                             text=True, cwd=tmp_path, env=env)
+    data = json.loads(as_json.stdout)
+    assert data["version"] == pyllama.__version__
+    assert "CPU" in data["backends"]
