@@ -28,9 +28,11 @@ _LEVELS = {
 class _Line(threading.local):
     level: int = logging.INFO
     parts: list[str]
+    errors: list[str]
 
     def __init__(self) -> None:
         self.parts = []
+        self.errors = []  # error lines since the last take_errors(), to explain a failed call
 
 
 _line = _Line()
@@ -41,7 +43,7 @@ def _pyllama_on_log(level: int, text, user_data) -> None:
     if level != lib.GGML_LOG_LEVEL_CONT:
         _flush()
         _line.level = _LEVELS.get(level, logging.INFO)
-    if not logger.isEnabledFor(_line.level):
+    if _line.level < logging.ERROR and not logger.isEnabledFor(_line.level):
         return
     _line.parts.append(ffi.string(text).decode("utf-8", "replace"))
     if _line.parts[-1].endswith("\n"):
@@ -52,8 +54,19 @@ def _flush() -> None:
     if _line.parts:
         message = "".join(_line.parts).rstrip("\n")
         _line.parts.clear()
-        if message:
-            logger.log(_line.level, "%s", message)
+        if not message:
+            return
+        if _line.level >= logging.ERROR:
+            del _line.errors[:-8]
+            _line.errors.append(message)
+        logger.log(_line.level, "%s", message)
+
+
+def take_errors() -> list[str]:
+    """The error lines llama.cpp logged on this thread since the last call (for exception messages)."""
+    _flush()
+    errors, _line.errors = _line.errors, []
+    return errors
 
 
 def install() -> None:

@@ -85,6 +85,17 @@ def devices() -> list[Device]:
     return found
 
 
+def feature_line() -> str:
+    """llama.cpp's feature line (``CPU : AVX2 = 1 | ...``), plus ``NAME = 1`` for each backend
+    that lists no features of its own (BLAS, RPC), as older llama.cpp printed ``BLAS = 1``."""
+    parts = [_text(lib.llama_print_system_info()).strip().rstrip("|").strip()]
+    for i in range(lib.ggml_backend_reg_count()):
+        reg = lib.ggml_backend_reg_get(i)
+        if lib.ggml_backend_reg_get_proc_address(reg, b"ggml_backend_get_features") == ffi.NULL:
+            parts.append(f"{_text(lib.ggml_backend_reg_name(reg))} = 1")
+    return " | ".join(part for part in parts if part)
+
+
 def system_info() -> SystemInfo:
     """Version, llama.cpp commit, compiled backends, devices and CPU features of this install."""
     return SystemInfo(
@@ -93,7 +104,7 @@ def system_info() -> SystemInfo:
         build_flags=dict(BUILD_FLAGS),
         backends=backends(),
         devices=devices(),
-        features=_text(lib.llama_print_system_info()).strip().rstrip("|").strip(),
+        features=feature_line(),
         gpu_offload=bool(lib.llama_supports_gpu_offload()),
         mmap=bool(lib.llama_supports_mmap()),
         mlock=bool(lib.llama_supports_mlock()),

@@ -1,0 +1,192 @@
+"""Tiny GGUF models made by the tests themselves, and a numpy forward pass to check them.
+
+Random weights with a fixed seed, llama architecture, two tokenizer kinds:
+a sentencepiece-style vocab with byte fallback, and a GPT-2 style byte-level BPE.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import gguf
+import numpy as np
+
+WORDS = [
+    "the", "a", "is", "of", "and", "to", "in", "hello", "world", "name", "planets", "solar",
+    "system", "Q", "A", "one", "day", "bob", "user", "said", "what", "are", "you", "it",
+]
+CHARS = list("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.,:;!?'\"()-") + ["你", "好", "世", "界"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Shape:
+    n_vocab_extra: int = 0
+    n_embd: int = 64
+    n_head: int = 4
+    n_head_kv: int = 2
+    n_layer: int = 2
+    n_ff: int = 128
+    n_ctx_train: int = 512
+    rope_base: float = 10000.0
+    rms_eps: float = 1e-5
+
+
+def spm_vocab() -> tuple[list[str], list[float], list[int]]:
+    tokens = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)]
+    types = [gguf.TokenType.UNKNOWN, gguf.TokenType.CONTROL, gguf.TokenType.CONTROL] + [gguf.TokenType.BYTE] * 256
+    pieces = ["▁"] + CHARS + ["▁" + w for w in WORDS] + ["▁你好", "世界"]
+    tokens += pieces
+    types += [gguf.TokenType.NORMAL] * len(pieces)
+    # sentencepiece merges the best-scoring pair first: prefer longer pieces
+    scores = [0.0] * 259 + [len(p) - i * 1e-3 for i, p in enumerate(pieces)]
+    return tokens, scores, [int(t) for t in types]
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    mapping, extra = {}, 0
+    for b in range(256):
+        if b in printable:
+            mapping[b] = chr(b)
+        else:
+            mapping[b] = chr(256 + extra)
+            extra += 1
+    return mapping
+
+
+def bpe_vocab() -> tuple[list[str], list[str], list[int]]:
+    byte_char = _bytes_to_unicode()
+    tokens = [byte_char[b] for b in range(256)]
+    merges: list[str] = []
+    known = set(tokens)
+    for word in WORDS + ["你好", "世界"]:
+        symbols = [byte_char[b] for b in (" " + word).encode()]
+        while len(symbols) > 1:
+            merged = symbols[0] + symbols[1]
+            if merged not in known:
+                merges.append(f"{symbols[0]} {symbols[1]}")
+                tokens.append(merged)
+                known.add(merged)
+            symbols = [merged] + symbols[2:]
+    tokens.append("<|endoftext|>")
+    types = [int(gguf.TokenType.NORMAL)] * (len(tokens) - 1) + [int(gguf.TokenType.CONTROL)]
+    return tokens, merges, types
+
+
+def _weights(shape: Shape, n_vocab: int, seed: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    head_dim = shape.n_embd // shape.n_head
+
+    def matrix(rows: int, cols: int) -> np.ndarray:
+        return (rng.standard_normal((rows, cols)) / np.sqrt(cols)).astype(np.float32)
+
+    def norm(n: int) -> np.ndarray:
+        return (1.0 + 0.1 * rng.standard_normal(n)).astype(np.float32)
+
+    w = {
+        "token_embd.weight": rng.standard_normal((n_vocab, shape.n_embd)).astype(np.float32),
+        "output_norm.weight": norm(shape.n_embd),
+        "output.weight": matrix(n_vocab, shape.n_embd),
+    }
+    for i in range(shape.n_layer):
+        w |= {
+            f"blk.{i}.attn_norm.weight": norm(shape.n_embd),
+            f"blk.{i}.attn_q.weight": matrix(shape.n_head * head_dim, shape.n_embd),
+            f"blk.{i}.attn_k.weight": matrix(shape.n_head_kv * head_dim, shape.n_embd),
+            f"blk.{i}.attn_v.weight": matrix(shape.n_head_kv * head_dim, shape.n_embd),
+            f"blk.{i}.attn_output.weight": matrix(shape.n_embd, shape.n_head * head_dim),
+            f"blk.{i}.ffn_norm.weight": norm(shape.n_embd),
+            f"blk.{i}.ffn_gate.weight": matrix(shape.n_ff, shape.n_embd),
+            f"blk.{i}.ffn_up.weight": matrix(shape.n_ff, shape.n_embd),
+            f"blk.{i}.ffn_down.weight": matrix(shape.n_embd, shape.n_ff),
+        }
+    return w
+
+
+def write_llama(path: Path, tokenizer: str = "spm", shape: Shape = Shape(), seed: int = 0,
+                chat_template: str | None = None, name: str = "tiny-llama") -> dict[str, np.ndarray]:
+    """Write a tiny llama GGUF (F32) and return its weights for the numpy reference."""
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_name(name)
+    writer.add_context_length(shape.n_ctx_train)
+    writer.add_embedding_length(shape.n_embd)
+    writer.add_block_count(shape.n_layer)
+    writer.add_feed_forward_length(shape.n_ff)
+    writer.add_head_count(shape.n_head)
+    writer.add_head_count_kv(shape.n_head_kv)
+    writer.add_rope_dimension_count(shape.n_embd // shape.n_head)
+    writer.add_rope_freq_base(shape.rope_base)
+    writer.add_layer_norm_rms_eps(shape.rms_eps)
+    writer.add_file_type(gguf.LlamaFileType.ALL_F32)
+    if tokenizer == "spm":
+        tokens, scores, types = spm_vocab()
+        writer.add_tokenizer_model("llama")
+        writer.add_token_list(tokens)
+        writer.add_token_scores(scores)
+        writer.add_token_types(types)
+        writer.add_bos_token_id(1)
+        writer.add_eos_token_id(2)
+        writer.add_unk_token_id(0)
+        writer.add_add_bos_token(True)
+    elif tokenizer == "bpe":
+        tokens, merges, types = bpe_vocab()
+        writer.add_tokenizer_model("gpt2")
+        writer.add_tokenizer_pre("gpt-2")
+        writer.add_token_list(tokens)
+        writer.add_token_types(types)
+        writer.add_token_merges(merges)
+        writer.add_bos_token_id(len(tokens) - 1)
+        writer.add_eos_token_id(len(tokens) - 1)
+        writer.add_add_bos_token(False)
+    else:
+        raise ValueError(f"unknown tokenizer kind {tokenizer!r}")
+    if chat_template is not None:
+        writer.add_chat_template(chat_template)
+    weights = _weights(shape, len(tokens), seed)
+    for name_, array in weights.items():
+        writer.add_tensor(name_, array)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return weights
+
+
+def reference_logits(weights: dict[str, np.ndarray], tokens: list[int], shape: Shape = Shape()) -> np.ndarray:
+    """Logits of every position, computed in float64 numpy the way llama.cpp's llama graph does."""
+    head_dim = shape.n_embd // shape.n_head
+    group = shape.n_head // shape.n_head_kv
+    n = len(tokens)
+
+    def rms_norm(x: np.ndarray, gain: np.ndarray) -> np.ndarray:
+        return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + shape.rms_eps) * gain
+
+    def rope(x: np.ndarray) -> np.ndarray:  # x: (n, heads, head_dim); llama.cpp "normal" mode rotates adjacent pairs
+        inv_freq = shape.rope_base ** (-np.arange(0, head_dim, 2) / head_dim)
+        angles = np.arange(n)[:, None] * inv_freq[None, :]
+        cos, sin = np.cos(angles)[:, None, :], np.sin(angles)[:, None, :]
+        even, odd = x[..., 0::2], x[..., 1::2]
+        out = np.empty_like(x)
+        out[..., 0::2] = even * cos - odd * sin
+        out[..., 1::2] = even * sin + odd * cos
+        return out
+
+    w = {k: v.astype(np.float64) for k, v in weights.items()}
+    x = w["token_embd.weight"][tokens]
+    mask = np.triu(np.full((n, n), -np.inf), 1)
+    for i in range(shape.n_layer):
+        h = rms_norm(x, w[f"blk.{i}.attn_norm.weight"])
+        q = rope((h @ w[f"blk.{i}.attn_q.weight"].T).reshape(n, shape.n_head, head_dim))
+        k = rope((h @ w[f"blk.{i}.attn_k.weight"].T).reshape(n, shape.n_head_kv, head_dim))
+        v = (h @ w[f"blk.{i}.attn_v.weight"].T).reshape(n, shape.n_head_kv, head_dim)
+        k, v = np.repeat(k, group, axis=1), np.repeat(v, group, axis=1)
+        scores = np.einsum("qhd,khd->hqk", q, k) / np.sqrt(head_dim) + mask
+        scores = np.exp(scores - scores.max(-1, keepdims=True))
+        scores /= scores.sum(-1, keepdims=True)
+        attn = np.einsum("hqk,khd->qhd", scores, v).reshape(n, -1)
+        x = x + attn @ w[f"blk.{i}.attn_output.weight"].T
+        h = rms_norm(x, w[f"blk.{i}.ffn_norm.weight"])
+        gate = h @ w[f"blk.{i}.ffn_gate.weight"].T
+        x = x + ((gate / (1 + np.exp(-gate))) * (h @ w[f"blk.{i}.ffn_up.weight"].T)) @ w[f"blk.{i}.ffn_down.weight"].T
+    return rms_norm(x, w["output_norm.weight"]) @ w["output.weight"].T
