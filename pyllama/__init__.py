@@ -1,6 +1,8 @@
 """llama.cpp for Python, through cffi."""
 
 from ._version import __version__
+from .batch import Batch
+from .context import Context, Perf, StaleViewError
 from .errors import (
     ClosedError,
     ContextCreationError,
@@ -11,10 +13,22 @@ from .errors import (
     LlamaError,
     ModelLoadError,
 )
+from .lora import LoraAdapter
+from .model import Model
+from .sampler import Sampler
 from .system import Device, SystemInfo, system_info
+from .vocab import Vocab
 
 __all__ = [
     "__version__",
+    "Batch",
+    "Context",
+    "LoraAdapter",
+    "Model",
+    "Perf",
+    "Sampler",
+    "StaleViewError",
+    "Vocab",
     "ClosedError",
     "ContextCreationError",
     "ContextOverflowError",

@@ -15,3 +15,33 @@ def llama_cpp_dir() -> Path:
     if not (LLAMA_CPP / "include" / "llama.h").exists():
         pytest.fail(f"{LLAMA_CPP} is not materialized; install the package from this checkout first")
     return LLAMA_CPP
+
+
+@pytest.fixture(scope="session")
+def models_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture(scope="session")
+def tiny_spm(models_dir):
+    """(path, weights) of a tiny llama with a sentencepiece-style vocab."""
+    from models import write_llama
+
+    path = models_dir / "tiny-spm.gguf"
+    return path, write_llama(path, "spm", seed=1)
+
+
+@pytest.fixture(scope="session")
+def tiny_bpe(models_dir):
+    from models import write_llama
+
+    path = models_dir / "tiny-bpe.gguf"
+    return path, write_llama(path, "bpe", seed=2)
+
+
+@pytest.fixture(scope="session")
+def model(tiny_spm):
+    import pyllama
+
+    with pyllama.Model(tiny_spm[0]) as loaded:
+        yield loaded

@@ -1,0 +1,34 @@
+"""LoRA adapters: loaded once per Model, applied per Context with a scale."""
+
+from __future__ import annotations
+
+import os
+
+from . import log
+from ._ffi import ffi, lib
+from ._native import NativeObject, owned
+from .errors import LlamaError
+from .model import Model
+
+
+class LoraAdapter(NativeObject):
+    """A LoRA adapter GGUF for ``model``; apply it with ``Context.set_loras({adapter: scale})``."""
+
+    def __init__(self, model: Model, path: str | os.PathLike[str]) -> None:
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"LoRA adapter not found: {os.fspath(path)}")
+        model_handle = model._ptr
+        log.take_errors()
+        pointer = lib.llama_adapter_lora_init(model_handle, os.fsencode(path))
+        if pointer == ffi.NULL:
+            raise LlamaError(f"{os.fspath(path)}: could not load the LoRA adapter: "
+                             + ("; ".join(log.take_errors()) or "llama.cpp gave no reason"))
+        # the model frees its adapters itself; ours is freed first because it holds the model handle
+        self._handle = owned(pointer, lib.llama_adapter_lora_free, model_handle)
+        self.path = os.fspath(path)
+
+    def __hash__(self) -> int:
+        return id(self)
+
+    def __eq__(self, other: object) -> bool:
+        return self is other

@@ -1,0 +1,258 @@
+"""Model: a GGUF file loaded by llama.cpp, its metadata and its vocabulary."""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Union
+
+from . import log
+from ._callbacks import CallbackSlot
+from ._ffi import ffi, lib
+from ._native import NativeObject, owned
+from .enums import FileType, RopeType, SplitMode
+from .errors import ModelLoadError
+from .gguf_check import check_gguf
+from .vocab import Vocab
+
+KvValue = Union[bool, int, float, str]
+ProgressCallback = Callable[[float], Union[bool, None]]
+
+
+def _text_from(fill: Callable[[Any, int], int], size: int = 256) -> str:
+    """Call a llama.cpp ``(buf, buf_size) -> length`` getter, growing the buffer as needed."""
+    while True:
+        buf = ffi.new("char[]", size)
+        n = fill(buf, size)
+        if n < 0:
+            return ""
+        if n < size:
+            return ffi.string(buf, n).decode("utf-8", "replace")
+        size = n + 1
+
+
+def _kv_overrides(overrides: Mapping[str, KvValue]) -> Any:
+    array = ffi.new("struct llama_model_kv_override[]", len(overrides) + 1)  # zeroed end marker
+    for item, (key, value) in zip(array, overrides.items()):
+        encoded = key.encode()
+        if len(encoded) >= 128:
+            raise ValueError(f"kv_overrides key {key!r} is longer than 127 bytes")
+        item.key = encoded
+        if isinstance(value, bool):
+            item.tag, item.val_bool = lib.LLAMA_KV_OVERRIDE_TYPE_BOOL, value
+        elif isinstance(value, int):
+            item.tag, item.val_i64 = lib.LLAMA_KV_OVERRIDE_TYPE_INT, value
+        elif isinstance(value, float):
+            item.tag, item.val_f64 = lib.LLAMA_KV_OVERRIDE_TYPE_FLOAT, value
+        elif isinstance(value, str):
+            raw = value.encode()
+            if len(raw) >= 128:
+                raise ValueError(f"kv_overrides value for {key!r} is longer than 127 bytes")
+            item.tag, item.val_str = lib.LLAMA_KV_OVERRIDE_TYPE_STR, raw
+        else:
+            raise TypeError(f"kv_overrides[{key!r}] must be bool, int, float or str, not {type(value).__name__}")
+    return array
+
+
+def _rpc_devices(servers: Sequence[str]) -> list[Any]:
+    devices = []
+    for endpoint in servers:
+        reg = lib.ggml_backend_rpc_add_server(endpoint.encode())
+        if reg == ffi.NULL:
+            raise ModelLoadError(f"could not reach the RPC server {endpoint!r}: {'; '.join(log.take_errors())}")
+        devices += [lib.ggml_backend_reg_dev_get(reg, i) for i in range(lib.ggml_backend_reg_dev_count(reg))]
+    return devices
+
+
+def _local_devices() -> list[Any]:
+    """GPU-like devices of this machine; llama.cpp's default list when no RPC server is given."""
+    found = []
+    for i in range(lib.ggml_backend_dev_count()):
+        device = lib.ggml_backend_dev_get(i)
+        if lib.ggml_backend_dev_type(device) in (lib.GGML_BACKEND_DEVICE_TYPE_GPU, lib.GGML_BACKEND_DEVICE_TYPE_IGPU):
+            reg_name = ffi.string(lib.ggml_backend_reg_name(lib.ggml_backend_dev_backend_reg(device)))
+            if reg_name != b"RPC":
+                found.append(device)
+    return found
+
+
+class Model(NativeObject):
+    """A llama.cpp model loaded from a GGUF file.
+
+    ``n_gpu_layers=-1`` offloads every layer. ``progress`` is called with a fraction
+    while loading; returning ``False`` cancels the load. Bad files raise
+    FileNotFoundError or ModelLoadError; they never take the process down.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        n_gpu_layers: int = 0,
+        split_mode: SplitMode | int = SplitMode.LAYER,
+        main_gpu: int = 0,
+        tensor_split: Sequence[float] | None = None,
+        rpc_servers: Sequence[str] | None = None,
+        use_mmap: bool = True,
+        use_mlock: bool = False,
+        vocab_only: bool = False,
+        check_tensors: bool = False,
+        kv_overrides: Mapping[str, KvValue] | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"model file not found: {self.path}")
+        check_gguf(self.path)
+
+        params = lib.llama_model_default_params()
+        params.n_gpu_layers = n_gpu_layers
+        params.split_mode = int(split_mode)
+        params.main_gpu = main_gpu
+        params.vocab_only = vocab_only
+        params.check_tensors = check_tensors
+        params.load_mode = (lib.LLAMA_LOAD_MODE_MMAP if use_mmap else lib.LLAMA_LOAD_MODE_NONE) | (
+            lib.LLAMA_LOAD_MODE_MLOCK if use_mlock else 0)
+        keep = []  # C arrays the params point into, alive until the load returns
+        if tensor_split is not None:
+            if len(tensor_split) > lib.llama_max_devices():
+                raise ValueError(f"tensor_split has {len(tensor_split)} entries, this build supports "
+                                 f"{lib.llama_max_devices()} devices")
+            keep.append(ffi.new("float[]", list(tensor_split) + [0.0] * (lib.llama_max_devices() - len(tensor_split))))
+            params.tensor_split = keep[-1]
+        if rpc_servers:
+            devices = _rpc_devices(rpc_servers) + _local_devices()
+            keep.append(ffi.new("ggml_backend_dev_t[]", devices + [ffi.NULL]))
+            params.devices = keep[-1]
+        if kv_overrides:
+            keep.append(_kv_overrides(kv_overrides))
+            params.kv_overrides = keep[-1]
+        slot = CallbackSlot(progress) if progress is not None else None
+        if slot is not None:
+            params.progress_callback = lib._pyllama_on_progress
+            params.progress_callback_user_data = slot.handle
+
+        log.take_errors()
+        pointer = lib.llama_model_load_from_file(os.fsencode(self.path), params)
+        if slot is not None:
+            slot.reraise()
+        if pointer == ffi.NULL:
+            errors = log.take_errors()
+            reason = "; ".join(errors) if errors else "llama.cpp gave no reason"
+            if slot is not None and slot.cancelled:
+                reason = "loading was cancelled by the progress callback"
+            raise ModelLoadError(f"{self.path}: could not load the model: {reason}")
+        self._handle = owned(pointer, lib.llama_model_free)
+        self._vocab = Vocab(self)
+
+    # --- vocabulary -----------------------------------------------------------------------
+    @property
+    def vocab(self) -> Vocab:
+        self._ptr  # raises when closed
+        return self._vocab
+
+    def tokenize(self, text: str | bytes, add_special: bool = True, parse_special: bool = False) -> list[int]:
+        return self.vocab.tokenize(text, add_special, parse_special)
+
+    def detokenize(self, tokens: Sequence[int], remove_special: bool = False, unparse_special: bool = False) -> str:
+        return self.vocab.detokenize(tokens, remove_special, unparse_special)
+
+    def token_to_piece(self, token: int, special: bool = False) -> bytes:
+        return self.vocab.token_to_piece(token, special)
+
+    # --- what the model is ----------------------------------------------------------------
+    @property
+    def n_params(self) -> int:
+        return lib.llama_model_n_params(self._ptr)
+
+    @property
+    def size(self) -> int:
+        """Bytes of all weight tensors."""
+        return lib.llama_model_size(self._ptr)
+
+    @property
+    def n_ctx_train(self) -> int:
+        return lib.llama_model_n_ctx_train(self._ptr)
+
+    @property
+    def n_embd(self) -> int:
+        return lib.llama_model_n_embd(self._ptr)
+
+    @property
+    def n_layer(self) -> int:
+        return lib.llama_model_n_layer(self._ptr)
+
+    @property
+    def n_head(self) -> int:
+        return lib.llama_model_n_head(self._ptr)
+
+    @property
+    def n_head_kv(self) -> int:
+        return lib.llama_model_n_head_kv(self._ptr)
+
+    @property
+    def rope_type(self) -> RopeType:
+        return RopeType(lib.llama_model_rope_type(self._ptr))
+
+    @property
+    def file_type(self) -> FileType:
+        return FileType(lib.llama_model_ftype(self._ptr))
+
+    @property
+    def architecture(self) -> str:
+        return self.metadata.get("general.architecture", "")
+
+    @property
+    def description(self) -> str:
+        """llama.cpp's one-line description, e.g. ``llama ?B all F32``."""
+        pointer = self._ptr
+        return _text_from(lambda buf, size: lib.llama_model_desc(pointer, buf, size))
+
+    @functools.cached_property
+    def metadata(self) -> dict[str, str]:
+        """All GGUF key/value metadata, values as llama.cpp renders them to text."""
+        pointer = self._ptr
+        result = {}
+        for i in range(lib.llama_model_meta_count(pointer)):
+            key = _text_from(lambda buf, size: lib.llama_model_meta_key_by_index(pointer, i, buf, size))
+            result[key] = _text_from(lambda buf, size: lib.llama_model_meta_val_str_by_index(pointer, i, buf, size), 1024)
+        return result
+
+    def chat_template(self, name: str | None = None) -> str | None:
+        """The embedded chat template (``tokenizer.chat_template``, or a named one), if any."""
+        pointer = lib.llama_model_chat_template(self._ptr, name.encode() if name else ffi.NULL)
+        return None if pointer == ffi.NULL else ffi.string(pointer).decode("utf-8", "replace")
+
+    @property
+    def chat_templates(self) -> dict[str, str]:
+        """Every embedded template: ``default`` plus named ones (``tokenizer.chat_template.NAME``)."""
+        prefix = "tokenizer.chat_template."
+        found = {"default": self.chat_template()} if self.chat_template() else {}
+        for key in self.metadata:
+            if key.startswith(prefix):
+                template = self.chat_template(key[len(prefix):])
+                if template:
+                    found[key[len(prefix):]] = template
+        return found
+
+    @property
+    def has_encoder(self) -> bool:
+        return lib.llama_model_has_encoder(self._ptr)
+
+    @property
+    def has_decoder(self) -> bool:
+        return lib.llama_model_has_decoder(self._ptr)
+
+    @property
+    def decoder_start_token(self) -> int:
+        return lib.llama_model_decoder_start_token(self._ptr)
+
+    @property
+    def is_recurrent(self) -> bool:
+        return lib.llama_model_is_recurrent(self._ptr)
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else self.description
+        return f"<pyllama.Model {str(self.path)!r} {state}>"
