@@ -203,6 +203,8 @@ class Context(NativeObject):
             if code < 0 and (errors := log.take_errors()):
                 raise DecodeError(f"{name} failed with code {code}: {'; '.join(errors)}", code)
             check_decode(code, name)
+            # waits for the backend, and books the batch as prompt or generation in the perf counters
+            lib.llama_synchronize(pointer)
 
     def _before_output_change(self, n_outputs: int) -> None:
         """llama.cpp reallocates its output buffer when a batch wants more rows than ever before;
@@ -222,22 +224,23 @@ class Context(NativeObject):
         return np.asarray(rows)
 
     def logits(self, i: int = -1) -> np.ndarray:
-        """Logits of output row ``i`` of the last decode (negative counts from the end), a
-        read-only float32 view of length n_vocab, overwritten by the next decode."""
+        """Logits for token ``i`` of the last decoded batch (it must have asked for output;
+        negative ``i`` counts outputs from the end), a read-only float32 view of length
+        n_vocab whose values the next decode overwrites."""
         with self._lock:
             pointer = lib.llama_get_logits_ith(self._ptr, i)
             if pointer == ffi.NULL:
                 log.take_errors()
-                raise IndexError(f"no logits for output row {i}: the last decode did not request them")
+                raise IndexError(f"no logits for batch token {i}: the last decode did not request them")
             return self._view(pointer, (self.n_vocab,))
 
     def embeddings(self, i: int = -1) -> np.ndarray:
-        """Embedding of output row ``i`` (needs ``embeddings=True``), a read-only view."""
+        """Embedding for token ``i`` of the last batch (needs ``embeddings=True``), a read-only view."""
         with self._lock:
             pointer = lib.llama_get_embeddings_ith(self._ptr, i)
             if pointer == ffi.NULL:
                 log.take_errors()
-                raise IndexError(f"no embedding for output row {i} (was the Context made with embeddings=True?)")
+                raise IndexError(f"no embedding for batch token {i} (was the Context made with embeddings=True?)")
             return self._view(pointer, (lib.llama_model_n_embd_out(self.model._ptr),))
 
     def sequence_embeddings(self, seq_id: int = 0) -> np.ndarray:

@@ -117,12 +117,12 @@ class Sampler(NativeObject):
 
     # --- use ------------------------------------------------------------------------------
     def sample(self, context: Context, i: int = -1) -> int:
-        """Pick a token from output row ``i`` of the context's last decode, and accept it."""
+        """Pick a token from the logits of batch token ``i`` of the context's last decode, and accept it."""
         with context._lock:
             context_handle = context._ptr
             if lib.llama_get_logits_ith(context_handle, i) == ffi.NULL:
                 log.take_errors()
-                raise IndexError(f"no logits for output row {i}: the last decode did not request them")
+                raise IndexError(f"no logits for batch token {i}: the last decode did not request them")
             return lib.llama_sampler_sample(self._ptr, context_handle, i)
 
     def accept(self, token: int) -> None:
