@@ -56,6 +56,13 @@ extern "Python" bool _pyllama_on_progress(float progress, void * user_data);
 extern "Python" bool _pyllama_on_abort(void * user_data);
 """
 
+# Calls wrapped in csrc/guarded_calls.cpp so that a GGML_ASSERT in them becomes an error.
+GUARDED_CALLS = """
+struct llama_model * pyllama_model_load(const char * path, struct llama_model_params params);
+struct llama_context * pyllama_context_init(struct llama_model * model, struct llama_context_params params);
+const char * pyllama_last_failure(void);
+"""
+
 # What the compiled module knows about its own build, checked by pyllama._ffi at import.
 BUILD_INFO_CDEF = """
 const char * pyllama_build_version(void);
@@ -149,9 +156,10 @@ def generate(args: argparse.Namespace) -> None:
         declarations(preprocess(args.cc, entry, include_dirs, extra), include_dirs, exported_by(args.library)),
         integer_macros(args.cc, entry, include_dirs, extra),
         CALLBACKS,
+        GUARDED_CALLS,
         BUILD_INFO_CDEF,
     ])
-    source = entry + f"""
+    source = entry + GUARDED_CALLS + f"""
 static const char * pyllama_build_version(void) {{ return {c_string(args.version)}; }}
 static const char * pyllama_llama_cpp_commit(void) {{ return {c_string(args.commit)}; }}
 static const char * pyllama_build_flags(void) {{ return {c_string(args.build_flags)}; }}

@@ -124,11 +124,10 @@ class Context(NativeObject):
 
         model_handle = model._ptr
         log.take_errors()
-        pointer = lib.llama_init_from_model(model_handle, params)
+        pointer = lib.pyllama_context_init(model_handle, params)
         if pointer == ffi.NULL:
-            errors = log.take_errors()
             raise ContextCreationError(f"could not create a context (n_ctx={n_ctx}, n_batch={n_batch}): "
-                                       + ("; ".join(errors) or "llama.cpp gave no reason"))
+                                       f"{log.failure_reason()}")
         self._handle = owned(pointer, lib.llama_free, model_handle)
         self.model = model
         self._lock = threading.RLock()

@@ -135,12 +135,11 @@ class Model(NativeObject):
             params.progress_callback_user_data = slot.handle
 
         log.take_errors()
-        pointer = lib.llama_model_load_from_file(os.fsencode(self.path), params)
+        pointer = lib.pyllama_model_load(os.fsencode(self.path), params)
         if slot is not None:
             slot.reraise()
         if pointer == ffi.NULL:
-            errors = log.take_errors()
-            reason = "; ".join(errors) if errors else "llama.cpp gave no reason"
+            reason = log.failure_reason()
             if slot is not None and slot.cancelled:
                 reason = "loading was cancelled by the progress callback"
             raise ModelLoadError(f"{self.path}: could not load the model: {reason}")

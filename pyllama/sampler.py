@@ -53,6 +53,10 @@ class Sampler(NativeObject):
     def mirostat_v2(self, seed: int = DEFAULT_SEED, tau: float = 5.0, eta: float = 0.1) -> Sampler:
         return self._add(lib.llama_sampler_init_mirostat_v2(seed & 0xFFFFFFFF, tau, eta), "mirostat_v2")
 
+    def adaptive_p(self, target: float, decay: float = 0.9, seed: int = DEFAULT_SEED) -> Sampler:
+        """Select tokens near a target probability over time (must come last, after min_p)."""
+        return self._add(lib.llama_sampler_init_adaptive_p(target, decay, seed & 0xFFFFFFFF), "adaptive_p")
+
     # --- filters and transforms -----------------------------------------------------------
     def top_k(self, k: int) -> Sampler:
         return self._add(lib.llama_sampler_init_top_k(k), "top_k")
@@ -78,16 +82,18 @@ class Sampler(NativeObject):
     def top_n_sigma(self, n: float) -> Sampler:
         return self._add(lib.llama_sampler_init_top_n_sigma(n), "top_n_sigma")
 
-    def penalties(self, last_n: int = 64, repeat: float = 1.0, frequency: float = 0.0, presence: float = 0.0) -> Sampler:
+    def penalties(self, model: Model, last_n: int = 64, repeat: float = 1.0, frequency: float = 0.0,
+                  presence: float = 0.0) -> Sampler:
         """Repetition, frequency and presence penalties over the last ``last_n`` accepted tokens."""
-        return self._add(lib.llama_sampler_init_penalties(last_n, repeat, frequency, presence), "penalties")
+        return self._add(lib.llama_sampler_init_penalties(model.vocab.n_tokens, last_n, repeat, frequency, presence),
+                         "penalties")
 
     def dry(self, model: Model, multiplier: float = 0.8, base: float = 1.75, allowed_length: int = 2,
             last_n: int = -1, sequence_breakers: Sequence[str] = ("\n", ":", '"', "*")) -> Sampler:
         breakers = [ffi.new("char[]", s.encode()) for s in sequence_breakers]
         array = ffi.new("const char *[]", breakers)
-        return self._add(lib.llama_sampler_init_dry(model.vocab._ptr, model.n_ctx_train, multiplier, base,
-                                                    allowed_length, last_n, array, len(breakers)), "dry", model)
+        return self._add(lib.llama_sampler_init_dry(model.vocab._ptr, multiplier, base, allowed_length, last_n,
+                                                    array, len(breakers)), "dry", model)
 
     def logit_bias(self, model: Model, bias: Mapping[int, float]) -> Sampler:
         n_vocab = model.vocab.n_tokens

@@ -1,0 +1,64 @@
+// llama.cpp checks some invariants of a model file with GGML_ASSERT, which aborts the
+// process. pyllama promises an exception instead. These wrappers install a ggml abort
+// callback that, while a guarded call runs on this thread, throws a C++ exception; the
+// exception unwinds to the wrapper (llama.cpp's own loader catches it on the way and
+// cleans up), and Python gets a NULL with the message. Outside a guarded call the
+// callback prints the message and ggml aborts as it always did.
+
+#include <cstdio>
+#include <stdexcept>
+#include <string>
+
+#include "ggml.h"
+#include "llama.h"
+
+namespace {
+
+thread_local bool guarded = false;
+thread_local std::string last_failure;
+
+void on_ggml_abort(const char * message) {
+    if (guarded) {
+        throw std::runtime_error(message);
+    }
+    std::fprintf(stderr, "%s\n", message);
+}
+
+struct Guard {
+    Guard() {
+        ggml_set_abort_callback(on_ggml_abort);
+        last_failure.clear();
+        guarded = true;
+    }
+    ~Guard() { guarded = false; }
+};
+
+}  // namespace
+
+extern "C" {
+
+struct llama_model * pyllama_model_load(const char * path, struct llama_model_params params) {
+    Guard guard;
+    try {
+        return llama_model_load_from_file(path, params);
+    } catch (const std::exception & e) {
+        last_failure = e.what();
+        return nullptr;
+    }
+}
+
+struct llama_context * pyllama_context_init(struct llama_model * model, struct llama_context_params params) {
+    Guard guard;
+    try {
+        return llama_init_from_model(model, params);
+    } catch (const std::exception & e) {
+        last_failure = e.what();
+        return nullptr;
+    }
+}
+
+const char * pyllama_last_failure(void) {
+    return last_failure.c_str();
+}
+
+}
