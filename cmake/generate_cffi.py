@@ -60,6 +60,7 @@ extern "Python" bool _pyllama_on_abort(void * user_data);
 GUARDED_CALLS = """
 struct llama_model * pyllama_model_load(const char * path, struct llama_model_params params);
 struct llama_context * pyllama_context_init(struct llama_model * model, struct llama_context_params params);
+ggml_backend_reg_t pyllama_rpc_add_server(const char * endpoint);
 const char * pyllama_last_failure(void);
 """
 

@@ -11,6 +11,9 @@
 
 #include "ggml.h"
 #include "llama.h"
+#ifdef PYLLAMA_WITH_RPC
+#include "ggml-rpc.h"
+#endif
 
 namespace {
 
@@ -55,6 +58,22 @@ struct llama_context * pyllama_context_init(struct llama_model * model, struct l
         last_failure = e.what();
         return nullptr;
     }
+}
+
+// Registering an RPC server connects to it; an unreachable one is a GGML_ABORT upstream.
+ggml_backend_reg_t pyllama_rpc_add_server(const char * endpoint) {
+#ifdef PYLLAMA_WITH_RPC
+    Guard guard;
+    try {
+        return ggml_backend_rpc_add_server(endpoint);
+    } catch (const std::exception & e) {
+        last_failure = e.what();
+        return nullptr;
+    }
+#else
+    last_failure = std::string("this build has no RPC backend, cannot reach ") + endpoint;
+    return nullptr;
+#endif
 }
 
 const char * pyllama_last_failure(void) {

@@ -59,9 +59,10 @@ def _kv_overrides(overrides: Mapping[str, KvValue]) -> Any:
 def _rpc_devices(servers: Sequence[str]) -> list[Any]:
     devices = []
     for endpoint in servers:
-        reg = lib.ggml_backend_rpc_add_server(endpoint.encode())
+        log.take_errors()
+        reg = lib.pyllama_rpc_add_server(endpoint.encode())
         if reg == ffi.NULL:
-            raise ModelLoadError(f"could not reach the RPC server {endpoint!r}: {'; '.join(log.take_errors())}")
+            raise ModelLoadError(f"could not reach the RPC server {endpoint!r}: {log.failure_reason()}")
         devices += [lib.ggml_backend_reg_dev_get(reg, i) for i in range(lib.ggml_backend_reg_dev_count(reg))]
     return devices
 

@@ -6,13 +6,13 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import info
+from . import info, rpc_server
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pyllama", description="llama.cpp from Python")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (info,):
+    for module in (info, rpc_server):
         module.register(commands)
     return parser
 
