@@ -17,11 +17,11 @@
 
 namespace {
 
-thread_local bool guarded = false;
+thread_local bool in_guarded_call = false;
 thread_local std::string last_failure;
 
 void on_ggml_abort(const char * message) {
-    if (guarded) {
+    if (in_guarded_call) {
         throw std::runtime_error(message);
     }
     std::fprintf(stderr, "%s\n", message);
@@ -31,45 +31,39 @@ struct Guard {
     Guard() {
         ggml_set_abort_callback(on_ggml_abort);
         last_failure.clear();
-        guarded = true;
+        in_guarded_call = true;
     }
-    ~Guard() { guarded = false; }
+    ~Guard() { in_guarded_call = false; }
 };
 
 }  // namespace
 
-extern "C" {
-
-struct llama_model * pyllama_model_load(const char * path, struct llama_model_params params) {
+// Runs a llama.cpp call that returns a pointer; an assertion inside it yields nullptr.
+template <typename Call>
+auto guarded(Call && call) -> decltype(call()) {
     Guard guard;
     try {
-        return llama_model_load_from_file(path, params);
+        return call();
     } catch (const std::exception & e) {
         last_failure = e.what();
         return nullptr;
     }
 }
 
+extern "C" {
+
+struct llama_model * pyllama_model_load(const char * path, struct llama_model_params params) {
+    return guarded([&] { return llama_model_load_from_file(path, params); });
+}
+
 struct llama_context * pyllama_context_init(struct llama_model * model, struct llama_context_params params) {
-    Guard guard;
-    try {
-        return llama_init_from_model(model, params);
-    } catch (const std::exception & e) {
-        last_failure = e.what();
-        return nullptr;
-    }
+    return guarded([&] { return llama_init_from_model(model, params); });
 }
 
 // Registering an RPC server connects to it; an unreachable one is a GGML_ABORT upstream.
 ggml_backend_reg_t pyllama_rpc_add_server(const char * endpoint) {
 #ifdef PYLLAMA_WITH_RPC
-    Guard guard;
-    try {
-        return ggml_backend_rpc_add_server(endpoint);
-    } catch (const std::exception & e) {
-        last_failure = e.what();
-        return nullptr;
-    }
+    return guarded([&] { return ggml_backend_rpc_add_server(endpoint); });
 #else
     last_failure = std::string("this build has no RPC backend, cannot reach ") + endpoint;
     return nullptr;
