@@ -22,6 +22,7 @@ class Vocab:
     def __init__(self, model: Model) -> None:
         self._model = weakref.ref(model)  # the model owns its vocab; no reference cycle
         self._piece_buf = ffi.new("char[]", 256)
+        self._n_tokens = lib.llama_vocab_n_tokens(lib.llama_model_get_vocab(model._ptr))  # fixed at load
 
     @property
     def _ptr(self) -> Any:
@@ -36,7 +37,7 @@ class Vocab:
 
     @property
     def n_tokens(self) -> int:
-        return lib.llama_vocab_n_tokens(self._ptr)
+        return self._n_tokens
 
     def __len__(self) -> int:
         return self.n_tokens
