@@ -112,14 +112,10 @@ class Context(NativeObject):
             params.flash_attn_type = int(FlashAttnType.ENABLED if flash_attn is True else
                                          FlashAttnType.DISABLED if flash_attn is False else flash_attn)
         params.rope_freq_base, params.rope_freq_scale = rope_freq_base, rope_freq_scale
-        if yarn_ext_factor >= 0:
-            params.yarn_ext_factor = yarn_ext_factor
-        if yarn_attn_factor >= 0:
-            params.yarn_attn_factor = yarn_attn_factor
-        if yarn_beta_fast >= 0:
-            params.yarn_beta_fast = yarn_beta_fast
-        if yarn_beta_slow >= 0:
-            params.yarn_beta_slow = yarn_beta_slow
+        for field, value in (("yarn_ext_factor", yarn_ext_factor), ("yarn_attn_factor", yarn_attn_factor),
+                             ("yarn_beta_fast", yarn_beta_fast), ("yarn_beta_slow", yarn_beta_slow)):
+            if value >= 0:  # negative: llama.cpp's default for the model
+                setattr(params, field, value)
         params.yarn_orig_ctx = yarn_orig_ctx
 
         model_handle = model._ptr
@@ -135,8 +131,13 @@ class Context(NativeObject):
         self._reserved_outputs = max(1, n_seq_max)
         self._abort: CallbackSlot | None = None
         self._loras: dict[LoraAdapter, float] = {}
+        # fixed for the context's life; read once so the hot path and a closed Model need no lookups
         self.n_vocab = model.vocab.n_tokens
         self.n_embd = model.n_embd
+        self._n_embd_out = lib.llama_model_n_embd_out(model_handle)
+        self._n_cls_out = max(1, lib.llama_model_n_cls_out(model_handle))
+        self._n_layer = model.n_layer
+        self._n_batch = lib.llama_n_batch(pointer)
 
     # --- sizes ----------------------------------------------------------------------------
     @property
@@ -145,7 +146,8 @@ class Context(NativeObject):
 
     @property
     def n_batch(self) -> int:
-        return lib.llama_n_batch(self._ptr)
+        self._ptr  # raises when closed
+        return self._n_batch
 
     @property
     def n_ubatch(self) -> int:
@@ -191,9 +193,9 @@ class Context(NativeObject):
             raise ValueError(f"{name}: the batch is empty")
         with self._lock:
             pointer = self._ptr
-            if batch.n_tokens > lib.llama_n_batch(pointer):
+            if batch.n_tokens > self._n_batch:
                 raise ValueError(f"{name}: the batch has {batch.n_tokens} tokens but n_batch is "
-                                 f"{lib.llama_n_batch(pointer)}; split it or create the Context with a larger n_batch")
+                                 f"{self._n_batch}; split it or create the Context with a larger n_batch")
             self._before_output_change(batch.n_outputs)
             log.take_errors()
             code = function(pointer, batch._c[0])
@@ -206,16 +208,18 @@ class Context(NativeObject):
             lib.llama_synchronize(pointer)
 
     def _before_output_change(self, n_outputs: int) -> None:
-        """llama.cpp reallocates its output buffer when a batch wants more rows than ever before;
-        a view of the old buffer would then dangle, so refuse while one is referenced."""
-        if n_outputs <= self._reserved_outputs:
-            return
+        """llama.cpp reallocates its output buffer when a batch wants more rows than ever before."""
+        if n_outputs > self._reserved_outputs:
+            self._refuse_while_viewed(f"this decode needs {n_outputs} output rows, more than the "
+                                      f"{self._reserved_outputs} the output buffer holds")
+            self._reserved_outputs = n_outputs
+
+    def _refuse_while_viewed(self, why: str) -> None:
+        """A view of a buffer llama.cpp is about to move would dangle: refuse while one is referenced."""
         if len(self._views):
             raise StaleViewError(
-                f"this decode needs {n_outputs} output rows, more than the {self._reserved_outputs} the output "
-                "buffer holds, and llama.cpp will move it; numpy views from logits()/embeddings() are still "
+                f"{why}, and llama.cpp will move it; numpy views from logits()/embeddings() are still "
                 "referenced. Copy them (np.array(view)) or drop them first.")
-        self._reserved_outputs = n_outputs
 
     def _view(self, pointer: Any, shape: tuple[int, ...]) -> np.ndarray:
         rows = _OutputRows(self._handle, int(ffi.cast("uintptr_t", pointer)), shape)
@@ -240,7 +244,7 @@ class Context(NativeObject):
             if pointer == ffi.NULL:
                 log.take_errors()
                 raise IndexError(f"no embedding for batch token {i} (was the Context made with embeddings=True?)")
-            return self._view(pointer, (lib.llama_model_n_embd_out(self.model._ptr),))
+            return self._view(pointer, (self._n_embd_out,))
 
     def sequence_embeddings(self, seq_id: int = 0) -> np.ndarray:
         """Pooled embedding of a sequence (pooling_type other than NONE); for RANK pooling, the scores."""
@@ -249,10 +253,7 @@ class Context(NativeObject):
             if pointer == ffi.NULL:
                 log.take_errors()
                 raise IndexError(f"no pooled embedding for sequence {seq_id} (pooling_type={self.pooling_type.name})")
-            if self.pooling_type == PoolingType.RANK:
-                n = max(1, lib.llama_model_n_cls_out(self.model._ptr))
-            else:
-                n = lib.llama_model_n_embd_out(self.model._ptr)
+            n = self._n_cls_out if self.pooling_type == PoolingType.RANK else self._n_embd_out
             return self._view(pointer, (n,))
 
     # --- KV memory ------------------------------------------------------------------------
@@ -313,7 +314,8 @@ class Context(NativeObject):
     def load_state_bytes(self, data: bytes, seq_id: int | None = None) -> None:
         with self._lock:
             pointer = self._ptr
-            self._before_output_change(self._reserved_outputs + 1 if seq_id is None else 0)
+            if seq_id is None:  # a whole state brings its own outputs
+                self._refuse_while_viewed("restoring a state replaces the output buffer")
             log.take_errors()
             if seq_id is None:
                 read = lib.llama_state_set_data(pointer, data, len(data))
@@ -342,7 +344,8 @@ class Context(NativeObject):
         tokens, count = ffi.new("llama_token[]", capacity), ffi.new("size_t *")
         with self._lock:
             pointer, name = self._ptr, os.fsencode(path)
-            self._before_output_change(self._reserved_outputs + 1 if seq_id is None else 0)
+            if seq_id is None:  # a whole state brings its own outputs
+                self._refuse_while_viewed("restoring a state replaces the output buffer")
             log.take_errors()
             if seq_id is None:
                 ok = lib.llama_state_load_file(pointer, name, tokens, capacity, count)
@@ -387,7 +390,7 @@ class Context(NativeObject):
                 array = np.ascontiguousarray(data, dtype=np.float32).ravel()
                 if array.size % self.n_embd:
                     raise ValueError(f"a control vector has a multiple of n_embd={self.n_embd} values, got {array.size}")
-                end = layer_end if layer_end >= 0 else self.model.n_layer
+                end = layer_end if layer_end >= 0 else self._n_layer
                 code = lib.llama_set_adapter_cvec(pointer, ffi.from_buffer("float[]", array), array.size,
                                                   self.n_embd, layer_start, end)
             if code != 0:

@@ -229,13 +229,9 @@ class Model(NativeObject):
     def chat_templates(self) -> dict[str, str]:
         """Every embedded template: ``default`` plus named ones (``tokenizer.chat_template.NAME``)."""
         prefix = "tokenizer.chat_template."
-        found = {"default": self.chat_template()} if self.chat_template() else {}
-        for key in self.metadata:
-            if key.startswith(prefix):
-                template = self.chat_template(key[len(prefix):])
-                if template:
-                    found[key[len(prefix):]] = template
-        return found
+        names = [None] + [key[len(prefix):] for key in self.metadata if key.startswith(prefix)]
+        templates = {name or "default": self.chat_template(name) for name in names}
+        return {name: template for name, template in templates.items() if template}
 
     @property
     def has_encoder(self) -> bool:
