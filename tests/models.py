@@ -32,7 +32,23 @@ class Shape:
     rms_eps: float = 1e-5
 
 
-def spm_vocab() -> tuple[list[str], list[float], list[int]]:
+@dataclasses.dataclass(frozen=True)
+class Vocabulary:
+    """What a GGUF says about its tokenizer."""
+
+    model: str  # "llama" (sentencepiece-style) or "gpt2" (byte-level BPE)
+    tokens: list[str]
+    types: list[int]
+    bos: int
+    eos: int
+    add_bos: bool
+    scores: list[float] | None = None
+    merges: list[str] | None = None
+    pre: str | None = None
+    unk: int | None = None
+
+
+def spm_vocab() -> Vocabulary:
     tokens = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)]
     types = [gguf.TokenType.UNKNOWN, gguf.TokenType.CONTROL, gguf.TokenType.CONTROL] + [gguf.TokenType.BYTE] * 256
     pieces = ["▁"] + CHARS + ["▁" + w for w in WORDS] + ["▁你好", "世界"]
@@ -40,10 +56,11 @@ def spm_vocab() -> tuple[list[str], list[float], list[int]]:
     types += [gguf.TokenType.NORMAL] * len(pieces)
     # sentencepiece merges the best-scoring pair first: prefer longer pieces
     scores = [0.0] * 259 + [len(p) - i * 1e-3 for i, p in enumerate(pieces)]
-    return tokens, scores, [int(t) for t in types]
+    return Vocabulary("llama", tokens, [int(t) for t in types], bos=1, eos=2, add_bos=True, scores=scores, unk=0)
 
 
-def _bytes_to_unicode() -> dict[int, str]:
+def bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's map of bytes to printable characters, which byte-level BPE vocabularies are written in."""
     printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
     mapping, extra = {}, 0
     for b in range(256):
@@ -55,8 +72,8 @@ def _bytes_to_unicode() -> dict[int, str]:
     return mapping
 
 
-def bpe_vocab() -> tuple[list[str], list[str], list[int]]:
-    byte_char = _bytes_to_unicode()
+def bpe_vocab() -> Vocabulary:
+    byte_char = bytes_to_unicode()
     tokens = [byte_char[b] for b in range(256)]
     merges: list[str] = []
     known = set(tokens)
@@ -71,7 +88,8 @@ def bpe_vocab() -> tuple[list[str], list[str], list[int]]:
             symbols = [merged] + symbols[2:]
     tokens.append("<|endoftext|>")
     types = [int(gguf.TokenType.NORMAL)] * (len(tokens) - 1) + [int(gguf.TokenType.CONTROL)]
-    return tokens, merges, types
+    end = len(tokens) - 1
+    return Vocabulary("gpt2", tokens, types, bos=end, eos=end, add_bos=False, merges=merges, pre="gpt-2")
 
 
 def _weights(shape: Shape, n_vocab: int, seed: int) -> dict[str, np.ndarray]:
@@ -104,9 +122,28 @@ def _weights(shape: Shape, n_vocab: int, seed: int) -> dict[str, np.ndarray]:
     return w
 
 
-def write_llama(path: Path, tokenizer: str = "spm", shape: Shape = Shape(), seed: int = 0,
+def write_vocab(writer: gguf.GGUFWriter, vocab: Vocabulary) -> None:
+    writer.add_tokenizer_model(vocab.model)
+    if vocab.pre is not None:
+        writer.add_tokenizer_pre(vocab.pre)
+    writer.add_token_list(vocab.tokens)
+    writer.add_token_types(vocab.types)
+    if vocab.scores is not None:
+        writer.add_token_scores(vocab.scores)
+    if vocab.merges is not None:
+        writer.add_token_merges(vocab.merges)
+    writer.add_bos_token_id(vocab.bos)
+    writer.add_eos_token_id(vocab.eos)
+    if vocab.unk is not None:
+        writer.add_unk_token_id(vocab.unk)
+    writer.add_add_bos_token(vocab.add_bos)
+
+
+def write_llama(path: Path, vocab: Vocabulary | str = "spm", shape: Shape = Shape(), seed: int = 0,
                 chat_template: str | None = None, name: str = "tiny-llama") -> dict[str, np.ndarray]:
     """Write a tiny llama GGUF (F32) and return its weights for the numpy reference."""
+    if isinstance(vocab, str):
+        vocab = {"spm": spm_vocab, "bpe": bpe_vocab}[vocab]()
     writer = gguf.GGUFWriter(str(path), "llama")
     writer.add_name(name)
     writer.add_context_length(shape.n_ctx_train)
@@ -119,31 +156,10 @@ def write_llama(path: Path, tokenizer: str = "spm", shape: Shape = Shape(), seed
     writer.add_rope_freq_base(shape.rope_base)
     writer.add_layer_norm_rms_eps(shape.rms_eps)
     writer.add_file_type(gguf.LlamaFileType.ALL_F32)
-    if tokenizer == "spm":
-        tokens, scores, types = spm_vocab()
-        writer.add_tokenizer_model("llama")
-        writer.add_token_list(tokens)
-        writer.add_token_scores(scores)
-        writer.add_token_types(types)
-        writer.add_bos_token_id(1)
-        writer.add_eos_token_id(2)
-        writer.add_unk_token_id(0)
-        writer.add_add_bos_token(True)
-    elif tokenizer == "bpe":
-        tokens, merges, types = bpe_vocab()
-        writer.add_tokenizer_model("gpt2")
-        writer.add_tokenizer_pre("gpt-2")
-        writer.add_token_list(tokens)
-        writer.add_token_types(types)
-        writer.add_token_merges(merges)
-        writer.add_bos_token_id(len(tokens) - 1)
-        writer.add_eos_token_id(len(tokens) - 1)
-        writer.add_add_bos_token(False)
-    else:
-        raise ValueError(f"unknown tokenizer kind {tokenizer!r}")
+    write_vocab(writer, vocab)
     if chat_template is not None:
         writer.add_chat_template(chat_template)
-    weights = _weights(shape, len(tokens), seed)
+    weights = _weights(shape, len(vocab.tokens), seed)
     for name_, array in weights.items():
         writer.add_tensor(name_, array)
     writer.write_header_to_file()
