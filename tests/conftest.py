@@ -45,3 +45,12 @@ def model(tiny_spm):
 
     with pyllama.Model(tiny_spm[0]) as loaded:
         yield loaded
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(models_dir):
+    """(path, weights) of a tiny BERT embedding model with a WordPiece vocab."""
+    from models import write_bert
+
+    path = models_dir / "tiny-bert.gguf"
+    return path, write_bert(path, seed=3)

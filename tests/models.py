@@ -206,3 +206,96 @@ def reference_logits(weights: dict[str, np.ndarray], tokens: list[int], shape: S
         gate = h @ w[f"blk.{i}.ffn_gate.weight"].T
         x = x + ((gate / (1 + np.exp(-gate))) * (h @ w[f"blk.{i}.ffn_up.weight"].T)) @ w[f"blk.{i}.ffn_down.weight"].T
     return rms_norm(x, w["output_norm.weight"]) @ w["output.weight"].T
+
+
+BERT_WORDS = ["the", "is", "cat", "dog", "sat", "on", "mat", "hello", "world", "search", "query",
+              "document", "about", "llamas", "and", "cats", "##ing", "##ed"]
+
+
+def wordpiece_vocab() -> Vocabulary:
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tokens = specials + list("abcdefghijklmnopqrstuvwxyz0123456789.,!?") + [f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz"] + BERT_WORDS
+    types = [int(gguf.TokenType.CONTROL)] * len(specials) + [int(gguf.TokenType.NORMAL)] * (len(tokens) - len(specials))
+    types[1] = int(gguf.TokenType.UNKNOWN)
+    # as llama.cpp's converter writes WordPiece: word starts get "▁", continuations lose "##"
+    tokens = [t if t in specials else t[2:] if t.startswith("##") else "▁" + t for t in tokens]
+    return Vocabulary("bert", tokens, types, bos=2, eos=3, add_bos=True, unk=1)
+
+
+def write_bert(path: Path, shape: Shape = Shape(n_head_kv=4, n_layer=2), seed: int = 0) -> dict[str, np.ndarray]:
+    """A tiny BERT embedding model (mean pooling, WordPiece vocab), F32."""
+    vocab = wordpiece_vocab()
+    rng = np.random.default_rng(seed)
+    d, ff = shape.n_embd, shape.n_ff
+
+    def matrix(rows: int, cols: int) -> np.ndarray:
+        return (rng.standard_normal((rows, cols)) / np.sqrt(cols)).astype(np.float32)
+
+    def vector(n: int, scale: float = 0.1, offset: float = 0.0) -> np.ndarray:
+        return (offset + scale * rng.standard_normal(n)).astype(np.float32)
+
+    weights = {
+        "token_embd.weight": matrix(len(vocab.tokens), d) * 4,
+        "token_types.weight": matrix(2, d),
+        "position_embd.weight": matrix(shape.n_ctx_train, d),
+        "token_embd_norm.weight": vector(d, offset=1.0), "token_embd_norm.bias": vector(d),
+    }
+    for i in range(shape.n_layer):
+        for part in ("attn_q", "attn_k", "attn_v", "attn_output"):
+            weights[f"blk.{i}.{part}.weight"] = matrix(d, d)
+            weights[f"blk.{i}.{part}.bias"] = vector(d)
+        weights |= {
+            f"blk.{i}.attn_output_norm.weight": vector(d, offset=1.0), f"blk.{i}.attn_output_norm.bias": vector(d),
+            f"blk.{i}.ffn_up.weight": matrix(ff, d), f"blk.{i}.ffn_up.bias": vector(ff),
+            f"blk.{i}.ffn_down.weight": matrix(d, ff), f"blk.{i}.ffn_down.bias": vector(d),
+            f"blk.{i}.layer_output_norm.weight": vector(d, offset=1.0), f"blk.{i}.layer_output_norm.bias": vector(d),
+        }
+    writer = gguf.GGUFWriter(str(path), "bert")
+    writer.add_name("tiny-bert")
+    writer.add_context_length(shape.n_ctx_train)
+    writer.add_embedding_length(d)
+    writer.add_block_count(shape.n_layer)
+    writer.add_feed_forward_length(ff)
+    writer.add_head_count(shape.n_head)
+    writer.add_layer_norm_eps(1e-12)
+    writer.add_causal_attention(False)
+    writer.add_pooling_type(gguf.PoolingType.MEAN)
+    writer.add_token_type_count(2)
+    writer.add_file_type(gguf.LlamaFileType.ALL_F32)
+    write_vocab(writer, vocab)
+    writer.add_sep_token_id(3)
+    writer.add_add_eos_token(True)
+    for name, array in weights.items():
+        writer.add_tensor(name, array)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return weights
+
+
+def reference_bert_embedding(weights: dict[str, np.ndarray], tokens: list[int], shape: Shape = Shape(n_head_kv=4)) -> np.ndarray:
+    """Mean-pooled output of the tiny BERT for one sequence, in float64 numpy."""
+    w = {k: v.astype(np.float64) for k, v in weights.items()}
+    n, d, heads = len(tokens), shape.n_embd, shape.n_head
+
+    def layer_norm(x: np.ndarray, name: str) -> np.ndarray:
+        mean, var = x.mean(-1, keepdims=True), x.var(-1, keepdims=True)
+        return (x - mean) / np.sqrt(var + 1e-12) * w[f"{name}.weight"] + w[f"{name}.bias"]
+
+    def linear(x: np.ndarray, name: str) -> np.ndarray:
+        return x @ w[f"{name}.weight"].T + w[f"{name}.bias"]
+
+    x = w["token_embd.weight"][tokens] + w["position_embd.weight"][:n] + w["token_types.weight"][0]
+    x = layer_norm(x, "token_embd_norm")
+    for i in range(shape.n_layer):
+        q, k, v = (linear(x, f"blk.{i}.attn_{p}").reshape(n, heads, -1) for p in "qkv")
+        scores = np.einsum("qhd,khd->hqk", q, k) / np.sqrt(d // heads)
+        scores = np.exp(scores - scores.max(-1, keepdims=True))
+        scores /= scores.sum(-1, keepdims=True)
+        attn = np.einsum("hqk,khd->qhd", scores, v).reshape(n, d)
+        x = layer_norm(x + linear(attn, f"blk.{i}.attn_output"), f"blk.{i}.attn_output_norm")
+        h = linear(x, f"blk.{i}.ffn_up")
+        h = 0.5 * h * (1 + np.tanh(np.sqrt(2 / np.pi) * (h + 0.044715 * h**3)))
+        x = layer_norm(x + linear(h, f"blk.{i}.ffn_down"), f"blk.{i}.layer_output_norm")
+    return x.mean(0)
