@@ -380,8 +380,10 @@ class Context(NativeObject):
             self._loras = dict(adapters)  # they must outlive their use here
 
     def set_control_vector(self, data: np.ndarray | None, layer_start: int = 1, layer_end: int = -1) -> None:
-        """Apply a control vector (n_layer x n_embd floats, from layer 1) to layers
-        [layer_start, layer_end]; None clears it."""
+        """Add a control vector to the output of layers [layer_start, layer_end]; None clears it.
+
+        ``data`` holds one row of n_embd floats per layer starting at layer 1 (layer 0 has none),
+        as llama.cpp's control-vector files do."""
         with self._lock:
             pointer = self._ptr
             if data is None:

@@ -169,8 +169,42 @@ def write_llama(path: Path, vocab: Vocabulary | str = "spm", shape: Shape = Shap
     return weights
 
 
-def reference_logits(weights: dict[str, np.ndarray], tokens: list[int], shape: Shape = Shape()) -> np.ndarray:
-    """Logits of every position, computed in float64 numpy the way llama.cpp's llama graph does."""
+def write_lora(path: Path, targets: dict[str, tuple[int, int]], rank: int = 4, alpha: float = 8.0,
+               seed: int = 0) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """A LoRA adapter GGUF for the tiny llama: ``targets`` maps weight names to their (out, in)
+    shapes; returns name -> (A (rank, in), B (out, rank))."""
+    rng = np.random.default_rng(seed)
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_string("general.type", "adapter")
+    writer.add_string("adapter.type", "lora")
+    writer.add_float32("adapter.lora.alpha", alpha)
+    pairs = {}
+    for name, (rows, cols) in targets.items():
+        a = (rng.standard_normal((rank, cols)) / np.sqrt(cols)).astype(np.float32)
+        b = (rng.standard_normal((rows, rank)) / np.sqrt(rank)).astype(np.float32)
+        writer.add_tensor(name.replace(".weight", ".weight.lora_a"), a)
+        writer.add_tensor(name.replace(".weight", ".weight.lora_b"), b)
+        pairs[name] = (a, b)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return pairs
+
+
+def with_lora(weights: dict[str, np.ndarray], pairs: dict[str, tuple[np.ndarray, np.ndarray]], scale: float,
+              alpha: float = 8.0) -> dict[str, np.ndarray]:
+    """The weights a LoRA at ``scale`` amounts to: W + scale * alpha / rank * B @ A."""
+    merged = dict(weights)
+    for name, (a, b) in pairs.items():
+        merged[name] = weights[name] + scale * alpha / a.shape[0] * (b @ a)
+    return merged
+
+
+def reference_logits(weights: dict[str, np.ndarray], tokens: list[int], shape: Shape = Shape(),
+                     layer_offsets: dict[int, np.ndarray] | None = None) -> np.ndarray:
+    """Logits of every position, computed in float64 numpy the way llama.cpp's llama graph does.
+    ``layer_offsets`` adds a vector to the output of a layer (a control vector)."""
     head_dim = shape.n_embd // shape.n_head
     group = shape.n_head // shape.n_head_kv
     n = len(tokens)
@@ -205,6 +239,8 @@ def reference_logits(weights: dict[str, np.ndarray], tokens: list[int], shape: S
         h = rms_norm(x, w[f"blk.{i}.ffn_norm.weight"])
         gate = h @ w[f"blk.{i}.ffn_gate.weight"].T
         x = x + ((gate / (1 + np.exp(-gate))) * (h @ w[f"blk.{i}.ffn_up.weight"].T)) @ w[f"blk.{i}.ffn_down.weight"].T
+        if layer_offsets and i in layer_offsets:
+            x = x + layer_offsets[i]
     return rms_norm(x, w["output_norm.weight"]) @ w["output.weight"].T
 
 
