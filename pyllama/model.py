@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Union
 
 from . import log
 from ._callbacks import CallbackSlot
+from ._progress import progress_bar
 from ._ffi import ffi, lib
 from ._native import NativeObject, owned
 from .enums import FileType, RopeType, SplitMode
@@ -83,7 +85,8 @@ class Model(NativeObject):
     """A llama.cpp model loaded from a GGUF file.
 
     ``n_gpu_layers=-1`` offloads every layer. ``progress`` is called with a fraction
-    while loading; returning ``False`` cancels the load. Bad files raise
+    while loading; returning ``False`` cancels the load. ``verbose`` on a terminal, with
+    no ``progress`` given, draws a progress bar on stderr. Bad files raise
     FileNotFoundError or ModelLoadError; they never take the process down.
     """
 
@@ -102,6 +105,7 @@ class Model(NativeObject):
         check_tensors: bool = False,
         kv_overrides: Mapping[str, KvValue] | None = None,
         progress: ProgressCallback | None = None,
+        verbose: bool = False,
     ) -> None:
         self.path = Path(path)
         if not self.path.is_file():
@@ -130,6 +134,8 @@ class Model(NativeObject):
         if kv_overrides:
             keep.append(_kv_overrides(kv_overrides))
             params.kv_overrides = keep[-1]
+        if progress is None and verbose and sys.stderr.isatty():
+            progress = progress_bar(sys.stderr, f"loading {self.path.name}")
         slot = CallbackSlot(progress) if progress is not None else None
         if slot is not None:
             params.progress_callback = lib._pyllama_on_progress

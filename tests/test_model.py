@@ -136,3 +136,29 @@ def test_closed_model_raises_instead_of_crashing(tiny_spm):
         vocab.tokenize("hello")
     with pytest.raises(ClosedError):
         pyllama.Context(m)
+
+
+def test_verbose_load_on_a_terminal_draws_a_progress_bar(tiny_spm):
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    leader, follower = pty.openpty()
+    code = f"import pyllama; pyllama.Model({str(tiny_spm[0])!r}, verbose=True); pyllama.Model({str(tiny_spm[0])!r})"
+    process = subprocess.run([sys.executable, "-c", code], stdin=follower, stdout=follower, stderr=follower, timeout=60)
+    os.close(follower)
+    output = b""
+    while True:
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        output += chunk
+    os.close(leader)
+    assert process.returncode == 0
+    text = output.decode()
+    assert "loading tiny-spm.gguf [" in text and "100%" in text
+    assert text.count("100%") == 1  # the second, non-verbose load stays quiet
