@@ -13,9 +13,12 @@ from .errors import (
     LlamaError,
     ModelLoadError,
 )
+from .llama import Llama, LlamaState
 from .lora import LoraAdapter
 from .model import Model
 from .sampler import Sampler
+from .sampling import SamplingParams
+from .session import ContextFullError, Session
 from .system import Device, SystemInfo, system_info
 from .vocab import Vocab
 
@@ -23,10 +26,15 @@ __all__ = [
     "__version__",
     "Batch",
     "Context",
+    "Llama",
+    "LlamaState",
     "LoraAdapter",
     "Model",
     "Perf",
     "Sampler",
+    "SamplingParams",
+    "Session",
+    "ContextFullError",
     "StaleViewError",
     "Vocab",
     "ClosedError",

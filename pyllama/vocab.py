@@ -67,6 +67,19 @@ class Vocab:
         return lib.llama_vocab_sep(self._ptr)
 
     @property
+    def fim_prefix(self) -> int:
+        """Fill-in-the-middle prefix token, -1 when the model has none (also fim_suffix, fim_middle)."""
+        return lib.llama_vocab_fim_pre(self._ptr)
+
+    @property
+    def fim_suffix(self) -> int:
+        return lib.llama_vocab_fim_suf(self._ptr)
+
+    @property
+    def fim_middle(self) -> int:
+        return lib.llama_vocab_fim_mid(self._ptr)
+
+    @property
     def add_bos(self) -> bool:
         return lib.llama_vocab_get_add_bos(self._ptr)
 

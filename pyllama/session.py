@@ -1,0 +1,94 @@
+"""Session: one token sequence kept in a Context's KV memory across calls.
+
+A new prompt that shares a prefix with what the memory holds evaluates only the new part.
+When generation reaches the end of the context, the session either stops (the caller sees
+ContextFullError) or, when ``keep`` is set, drops the older half of the tokens after the
+first ``keep`` and shifts the rest down, as llama.cpp's ``--keep`` does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from .batch import Batch
+from .context import Context
+from .errors import ContextOverflowError
+
+SEQ = 0
+
+
+class ContextFullError(ContextOverflowError):
+    """Generation reached the end of the context and shifting is off."""
+
+
+class Session:
+    def __init__(self, context: Context, keep: int | None = None) -> None:
+        self.context = context
+        self.keep = keep
+        self.tokens: list[int] = []  # what the KV memory holds, position i = tokens[i]
+        self.last_prompt_evaluated = 0  # tokens the last prefill had to run (the rest was reused)
+        self._step = Batch(1)
+
+    @property
+    def n_ctx(self) -> int:
+        return self.context.n_ctx
+
+    def reset(self) -> None:
+        self.context.kv_clear()
+        self.tokens = []
+
+    def prefill(self, prompt: Sequence[int], all_logits: bool = False) -> list[np.ndarray]:
+        """Bring the memory to exactly ``prompt``; logits of its last token are then current.
+
+        With ``all_logits`` the logits of every evaluated prompt token are returned (copies),
+        and nothing is reused, so every position has them.
+        """
+        if not prompt:
+            raise ValueError("the prompt is empty")
+        if len(prompt) > self.n_ctx:
+            raise ContextOverflowError(f"the prompt has {len(prompt)} tokens but the context holds {self.n_ctx}")
+        reuse = 0 if all_logits else _common_prefix(self.tokens, prompt)
+        reuse = min(reuse, len(prompt) - 1)  # the last token runs again for fresh logits
+        if not self.context.kv_remove(SEQ, reuse, -1):  # memory that cannot cut a sequence (recurrent)
+            self.context.kv_clear()
+            reuse = 0
+        del self.tokens[reuse:]
+        rows = []
+        n_batch = self.context.n_batch
+        for start in range(reuse, len(prompt), n_batch):
+            chunk = prompt[start:start + n_batch]
+            self.context.decode(Batch.of(chunk, start_pos=start, output=True if all_logits else "last"))
+            self.tokens.extend(chunk)
+            if all_logits:
+                rows += [np.array(self.context.logits(i)) for i in range(len(chunk))]
+        self.last_prompt_evaluated = len(prompt) - reuse
+        return rows
+
+    def append(self, token: int) -> None:
+        """Evaluate one generated token; its logits become current."""
+        if len(self.tokens) >= self.n_ctx:
+            if self.keep is None:
+                raise ContextFullError(f"the context is full ({self.n_ctx} tokens)")
+            self._shift()
+        batch = self._step
+        batch.clear()
+        batch.add(token, len(self.tokens), (SEQ,), True)
+        self.context.decode(batch)
+        self.tokens.append(token)
+
+    def _shift(self) -> None:
+        keep = min(self.keep or 0, len(self.tokens) - 2)
+        discard = (len(self.tokens) - keep) // 2
+        self.context.kv_remove(SEQ, keep, keep + discard)
+        self.context.kv_shift(SEQ, keep + discard, len(self.tokens), -discard)
+        del self.tokens[keep:keep + discard]
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
