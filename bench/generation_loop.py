@@ -4,8 +4,9 @@
 
 Builds random-weight llama models with the test suite's generator (tiny F32 and a larger Q8_0),
 times pyllama's loop and `llama-bench -p 0 -n N` on the same file and threads in the same run,
-and prints tokens/s and the ratio. llama-bench decodes without sampling; the pyllama loop also
-samples (greedy) every token, so the ratio includes that work.
+and prints tokens/s and the ratio. The two alternate for several rounds and the medians are
+compared, because a shared 2-core machine drifts by 10-20% between runs. llama-bench decodes
+without sampling; the pyllama loop also samples (greedy) every token, so the ratio includes that.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ def build(directory: Path, name: str, shape: Shape, ftype: int | None) -> Path:
 
 def pyllama_tokens_per_s(path: Path, n_tokens: int, threads: int, repetitions: int) -> float:
     with pyllama.Model(path) as model, \
-            pyllama.Context(model, n_ctx=n_tokens + 16, n_threads=threads, n_threads_batch=threads) as ctx, \
+            pyllama.Context(model, n_ctx=n_tokens, n_threads=threads, n_threads_batch=threads) as ctx, \
             pyllama.Sampler().greedy() as sampler:
         batch = pyllama.Batch(1)
         rates = []
@@ -76,15 +77,19 @@ def main() -> None:
     parser.add_argument("--llama-bench", required=True)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--tokens", type=int, default=128)
-    parser.add_argument("--repetitions", type=int, default=5)
+    parser.add_argument("--repetitions", type=int, default=3, help="runs per round")
+    parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     print(f"| model | pyllama loop t/s | llama-bench tg{args.tokens} t/s | ratio |")
     print("|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         for name, (shape, ftype) in MODELS.items():
             path = build(Path(tmp), name, shape, ftype)
-            ours = pyllama_tokens_per_s(path, args.tokens, args.threads, args.repetitions)
-            native = native_tokens_per_s(args.llama_bench, path, args.tokens, args.threads, args.repetitions)
+            ours, native = [], []
+            for _ in range(args.rounds):
+                ours.append(pyllama_tokens_per_s(path, args.tokens, args.threads, args.repetitions))
+                native.append(native_tokens_per_s(args.llama_bench, path, args.tokens, args.threads, args.repetitions))
+            ours, native = statistics.median(ours), statistics.median(native)
             print(f"| {name} | {ours:.1f} | {native:.1f} | {ours / native:.3f} |", flush=True)
 
 

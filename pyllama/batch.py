@@ -54,17 +54,18 @@ class Batch:
 
     def add(self, token: int, pos: int, seq_ids: Iterable[int] = (0,), output: bool = False) -> None:
         """Append one token at position ``pos`` of the given sequences."""
-        i = self._c.n_tokens
+        c = self._c
+        i = c.n_tokens
         if i >= self.capacity:
             raise IndexError(f"the batch is full ({self.capacity} tokens)")
         seq_ids = tuple(seq_ids)
-        if not 1 <= len(seq_ids) <= self.n_seq_max:
-            raise ValueError(f"a token needs 1..{self.n_seq_max} sequence ids, got {len(seq_ids)}")
-        self._token[i], self._pos[i], self._output[i] = token, pos, output
-        self._n_seq_id[i] = len(seq_ids)
-        for j, seq_id in enumerate(seq_ids):
-            self._seq_storage[i * self.n_seq_max + j] = seq_id
-        self._c.n_tokens = i + 1
+        n = len(seq_ids)
+        if not 1 <= n <= self.n_seq_max:
+            raise ValueError(f"a token needs 1..{self.n_seq_max} sequence ids, got {n}")
+        self._token[i], self._pos[i], self._output[i], self._n_seq_id[i] = token, pos, output, n
+        start = i * self.n_seq_max
+        self._seq_storage[start:start + n] = seq_ids
+        c.n_tokens = i + 1
 
     def add_sequence(self, tokens: Sequence[int] | np.ndarray, start_pos: int = 0, seq_id: int = 0,
                      output: str | bool = "last") -> None:

@@ -196,7 +196,8 @@ class Context(NativeObject):
             if batch.n_tokens > self._n_batch:
                 raise ValueError(f"{name}: the batch has {batch.n_tokens} tokens but n_batch is "
                                  f"{self._n_batch}; split it or create the Context with a larger n_batch")
-            self._before_output_change(batch.n_outputs)
+            if batch._c.n_tokens > self._reserved_outputs:  # only then can the outputs outgrow the buffer
+                self._before_output_change(batch.n_outputs)
             log.take_errors()
             code = function(pointer, batch._c[0])
             if self._abort is not None:
