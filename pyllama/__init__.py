@@ -19,6 +19,7 @@ from .model import Model
 from .sampler import Sampler
 from .sampling import SamplingParams
 from .session import ContextFullError, Session
+from .speculative import DraftModel, PromptLookupDecoding
 from .system import Device, SystemInfo, system_info
 from .vocab import Vocab
 
@@ -43,6 +44,8 @@ __all__ = [
     "DecodeAbortedError",
     "DecodeError",
     "Device",
+    "DraftModel",
+    "PromptLookupDecoding",
     "KVCacheFullError",
     "LlamaError",
     "ModelLoadError",

@@ -10,15 +10,19 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 
 from ._text import TextStream
 from .model import Model
+from .sampler import Sampler
 from .sampling import SamplingParams
 from .session import ContextFullError, Session
+
+
+Drafter = Callable[[np.ndarray], np.ndarray]
 
 
 @dataclasses.dataclass
@@ -77,12 +81,64 @@ def _prompt_infos(model: Model, prompt: list[int], rows: list[np.ndarray], top_n
     return infos
 
 
-def generate(model: Model, session: Session, request: Request, seed: int, verbose: bool = False) -> Iterator[Event]:
+@dataclasses.dataclass
+class SpeculationStats:
+    drafted: int = 0
+    accepted: int = 0
+
+    @property
+    def acceptance_rate(self) -> float:
+        return self.accepted / self.drafted if self.drafted else 0.0
+
+
+def _plain_tokens(session: Session, sampler: Sampler) -> Iterator[int]:
+    """Sample, hand out, evaluate: one token per decode. Ends when the context is full."""
+    while True:
+        token = sampler.sample(session.context)
+        yield token
+        try:
+            session.append(token)
+        except ContextFullError:
+            return
+
+
+def _speculative_tokens(session: Session, sampler: Sampler, drafter: Drafter,
+                        stats: SpeculationStats) -> Iterator[int]:
+    """Let the drafter guess, verify the guess in one batch, hand out what the target's own
+    sampler agrees with plus its first disagreement: the same tokens as plain decoding."""
+    token = sampler.sample(session.context)
+    while True:
+        yield token
+        room = session.n_ctx - len(session.tokens) - 2
+        draft = [int(t) for t in drafter(np.asarray(session.tokens + [token], dtype=np.int32))][:room] if room > 0 else []
+        if not draft:
+            try:
+                session.append(token)
+            except ContextFullError:
+                return
+            token = sampler.sample(session.context)
+            continue
+        session.extend([token] + draft)
+        stats.drafted += len(draft)
+        for i, guess in enumerate(draft):
+            token = sampler.sample(session.context, i)
+            if token != guess:
+                session.truncate(len(session.tokens) - (len(draft) - i))
+                break
+            stats.accepted += 1
+            yield token
+        else:
+            token = sampler.sample(session.context, len(draft))
+
+
+def generate(model: Model, session: Session, request: Request, seed: int, verbose: bool = False,
+             drafter: Drafter | None = None, stats: SpeculationStats | None = None) -> Iterator[Event]:
     vocab = model.vocab
     prompt = request.prompt_tokens
     want_logprobs = request.logprobs is not None
     rows = session.prefill(prompt, all_logits=request.echo and want_logprobs)
     sampler = request.params.sampler(model, seed)
+    stats = stats if stats is not None else SpeculationStats()
     if not request.params.grammar:  # penalties see the prompt; a grammar must not be fed it
         for token in prompt[-request.params.penalty_last_n:]:
             sampler.accept(token)
@@ -99,29 +155,30 @@ def generate(model: Model, session: Session, request: Request, seed: int, verbos
     if session.keep is None:
         limit = min(limit, room)
     stream = TextStream(request.stops)
+    if drafter is not None and not want_logprobs:
+        tokens = _speculative_tokens(session, sampler, drafter, stats)
+    else:
+        tokens = _plain_tokens(session, sampler)
     generated, finish = 0, "length"
-    while generated < limit:
-        token = sampler.sample(session.context)
-        if vocab.is_eog(token):
-            finish = "stop"
-            break
-        generated += 1
-        piece = vocab.token_to_piece(token)
-        if want_logprobs:
-            pending.append(_token_info(model, session.context.logits(), token, request.logprobs or 0))
-        text = stream.push(piece)
-        if text or stream.stopped:
-            yield Event(text, pending)
-            pending = []
-        if stream.stopped:
-            finish = "stop"
-            break
-        if generated == limit:
-            break
-        try:
-            session.append(token)
-        except ContextFullError:
-            break
+    try:
+        for token in tokens:
+            if vocab.is_eog(token):
+                finish = "stop"
+                break
+            generated += 1
+            if want_logprobs:
+                pending.append(_token_info(model, session.context.logits(), token, request.logprobs or 0))
+            text = stream.push(vocab.token_to_piece(token))
+            if text or stream.stopped:
+                yield Event(text, pending)
+                pending = []
+            if stream.stopped:
+                finish = "stop"
+                break
+            if generated == limit:
+                break
+    finally:
+        tokens.close()
     usage = {"prompt_tokens": len(prompt), "completion_tokens": generated, "total_tokens": len(prompt) + generated}
     if verbose:
         print(session.context.perf(), file=sys.stderr)

@@ -29,6 +29,7 @@ from .model import KvValue, Model
 from .sampler import DEFAULT_SEED
 from .sampling import SamplingParams
 from .session import Session
+from .speculative import DraftModel
 
 Prompt = Union[str, Sequence[int]]
 
@@ -99,7 +100,6 @@ class Llama:
         self.seed = seed
         self.chat_format = chat_format
         self.chat_handler = chat_handler
-        self.draft_model = draft_model
         self.model = Model(model_path, n_gpu_layers=n_gpu_layers, split_mode=split_mode, main_gpu=main_gpu,
                            tensor_split=tensor_split, rpc_servers=rpc_servers, use_mmap=use_mmap,
                            use_mlock=use_mlock, vocab_only=vocab_only, kv_overrides=kv_overrides, verbose=verbose)
@@ -114,11 +114,21 @@ class Llama:
                 rope_freq_scale=rope_freq_scale, yarn_ext_factor=yarn_ext_factor, yarn_attn_factor=yarn_attn_factor,
                 yarn_beta_fast=yarn_beta_fast, yarn_beta_slow=yarn_beta_slow, yarn_orig_ctx=yarn_orig_ctx)
             self._session = Session(self.context, keep=context_shift_keep)
+        self.draft_model = self._drafter(draft_model, n_ctx, n_threads)
+        self.last_speculation = _completion.SpeculationStats()
         self._lock = threading.Lock()
         self._adapters: dict[str, LoraAdapter] = {}
         self._active_loras: dict[str, float] = {}
         if lora_path:
             self._apply_loras({lora_path: lora_scale})
+
+    def _drafter(self, draft_model: Any, n_ctx: int, n_threads: int | None) -> _completion.Drafter | None:
+        """A GGUF path becomes a DraftModel; any ``draft(input_ids) -> ids`` callable is used as is."""
+        if draft_model is None or callable(draft_model):
+            return draft_model
+        if isinstance(draft_model, (str, os.PathLike)):
+            return DraftModel(draft_model, n_ctx=n_ctx or self.model.n_ctx_train, n_threads=n_threads)
+        raise TypeError(f"draft_model must be a GGUF path or a callable drafter, not {type(draft_model).__name__}")
 
     # --- sizes and vocabulary (llama-cpp-python names) ------------------------------------
     def n_ctx(self) -> int:
@@ -238,7 +248,9 @@ class Llama:
         if session is None:
             raise ValueError("this Llama was loaded with vocab_only=True; it cannot generate")
         self._apply_loras(request.loras)
-        return _completion.generate(self.model, session, request, self.seed, self.verbose)
+        self.last_speculation = _completion.SpeculationStats()
+        return _completion.generate(self.model, session, request, self.seed, self.verbose, self.draft_model,
+                                    self.last_speculation)
 
     def _prompt_tokens(self, prompt: Prompt, suffix: str | None) -> list[int]:
         vocab = self.model.vocab
@@ -344,6 +356,8 @@ class Llama:
         """Free the context and the model now (GPU memory included)."""
         if self.context is not None:
             self.context.close()
+        if isinstance(self.draft_model, DraftModel):
+            self.draft_model.close()
         self._adapters.clear()
         self.model.close()
 

@@ -78,6 +78,17 @@ class Session:
         self.context.decode(batch)
         self.tokens.append(token)
 
+    def extend(self, tokens: Sequence[int]) -> None:
+        """Evaluate several tokens at once with logits for each (a speculative guess to verify);
+        the caller makes sure they fit."""
+        self.context.decode(Batch.of(tokens, start_pos=len(self.tokens), output=True))
+        self.tokens.extend(tokens)
+
+    def truncate(self, n: int) -> None:
+        """Forget everything after the first ``n`` tokens (a rejected guess)."""
+        self.context.kv_remove(SEQ, n, -1)
+        del self.tokens[n:]
+
     def _shift(self) -> None:
         keep = min(self.keep or 0, len(self.tokens) - 2)
         discard = (len(self.tokens) - keep) // 2

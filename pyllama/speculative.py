@@ -1,0 +1,76 @@
+"""Drafters for speculative decoding: they guess the next tokens, the target model checks them.
+
+A drafter is any callable ``draft(input_ids: np.ndarray) -> np.ndarray`` (the protocol of
+llama-cpp-python's ``LlamaDraftModel``), so ported drafters work unchanged. The target
+verifies a whole guess in one batch and keeps the longest prefix its own sampler agrees
+with, so the output is exactly what plain decoding would give.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from .batch import Batch
+from .context import Context
+from .model import Model
+from .sampler import Sampler
+from .session import Session
+
+
+class PromptLookupDecoding:
+    """Guess by finding the latest n-gram earlier in the text and copying what followed it
+    (llama.cpp's prompt lookup); free, and strong when the output quotes the prompt."""
+
+    def __init__(self, max_ngram_size: int = 2, num_pred_tokens: int = 10) -> None:
+        if max_ngram_size < 1 or num_pred_tokens < 1:
+            raise ValueError("max_ngram_size and num_pred_tokens must be >= 1")
+        self.max_ngram_size = max_ngram_size
+        self.num_pred_tokens = num_pred_tokens
+
+    def __call__(self, input_ids: np.ndarray, /, **kwargs: object) -> np.ndarray:
+        ids = np.asarray(input_ids, dtype=np.int32)
+        for size in range(min(self.max_ngram_size, len(ids) - 1), 0, -1):
+            tail = ids[-size:]
+            windows = np.lib.stride_tricks.sliding_window_view(ids[:-1], size)
+            matches = np.nonzero((windows == tail).all(axis=1))[0]
+            for start in matches[::-1]:
+                follow = ids[start + size:start + size + self.num_pred_tokens]
+                if len(follow):
+                    return follow.copy()
+        return np.empty(0, dtype=np.int32)
+
+
+class DraftModel:
+    """A smaller GGUF model with the same vocabulary that guesses greedily (llama.cpp ``-md``).
+
+    It keeps its own context and reuses the prefix it already evaluated between guesses.
+    """
+
+    def __init__(self, model: str | os.PathLike[str] | Model, num_pred_tokens: int = 8, n_ctx: int = 4096,
+                 n_threads: int | None = None, n_gpu_layers: int = 0) -> None:
+        self.model = model if isinstance(model, Model) else Model(model, n_gpu_layers=n_gpu_layers)
+        self.num_pred_tokens = num_pred_tokens
+        self.context = Context(self.model, n_ctx=n_ctx, n_threads=n_threads)
+        self._session = Session(self.context)
+        self._sampler = Sampler().greedy()
+        self._batch = Batch(1)
+
+    def __call__(self, input_ids: np.ndarray, /, **kwargs: object) -> np.ndarray:
+        ids = [int(t) for t in input_ids]
+        room = self._session.n_ctx - len(ids)
+        if room <= 1 or not ids:
+            return np.empty(0, dtype=np.int32)
+        self._session.prefill(ids)
+        guesses = []
+        for _ in range(min(self.num_pred_tokens, room - 1)):
+            token = self._sampler.sample(self.context)
+            if self.model.vocab.is_eog(token):
+                break
+            guesses.append(token)
+            self._session.append(token)
+        return np.asarray(guesses, dtype=np.int32)
+
+    def close(self) -> None:
+        self.context.close()
