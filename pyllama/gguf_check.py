@@ -25,6 +25,13 @@ _SCALAR_SIZES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 1
 _STRING, _ARRAY, _UINT32 = 8, 9, 4
 
 
+def _shown(raw: bytes, limit: int = 60) -> str:
+    """A name from the file as it can be shown in a one-line message (corrupt names are binary)."""
+    text = raw[:limit].decode("utf-8", "replace")
+    text = "".join(ch if ch.isprintable() else "?" for ch in text)
+    return text + ("..." if len(raw) > limit else "")
+
+
 class _Reader:
     def __init__(self, data, path: Path) -> None:
         self.data, self.pos, self.path = data, 0, path
@@ -93,7 +100,7 @@ def _check(r: _Reader, size: int) -> None:
 
     alignment = DEFAULT_ALIGNMENT
     for _ in range(n_kv):
-        key = r.string("a key").decode("utf-8", "replace")
+        key = _shown(r.string("a key"))
         value = r.value(r.u32(f"type of {key}"), key)
         if key == "general.alignment":
             if value is None or value == 0 or value & (value - 1):
@@ -102,7 +109,7 @@ def _check(r: _Reader, size: int) -> None:
 
     tensors = []
     for _ in range(n_tensors):
-        name = r.string("a tensor name").decode("utf-8", "replace")
+        name = _shown(r.string("a tensor name"))
         n_dims = r.u32(f"dimension count of {name}")
         if not 1 <= n_dims <= MAX_DIMS:
             raise r.fail(f"tensor {name} has {n_dims} dimensions, expected 1..{MAX_DIMS}")
