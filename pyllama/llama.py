@@ -28,7 +28,7 @@ from .lora import LoraAdapter
 from .model import KvValue, Model
 from .sampler import DEFAULT_SEED
 from .sampling import SamplingParams
-from .session import Session
+from .session import Session, common_prefix
 from .speculative import DraftModel
 
 Prompt = Union[str, Sequence[int]]
@@ -117,6 +117,7 @@ class Llama:
         self.draft_model = self._drafter(draft_model, n_ctx, n_threads)
         self.last_speculation = _completion.SpeculationStats()
         self._lock = threading.Lock()
+        self.cache: Any = None
         self._adapters: dict[str, LoraAdapter] = {}
         self._active_loras: dict[str, float] = {}
         if lora_path:
@@ -129,6 +130,20 @@ class Llama:
         if isinstance(draft_model, (str, os.PathLike)):
             return DraftModel(draft_model, n_ctx=n_ctx or self.model.n_ctx_train, n_threads=n_threads)
         raise TypeError(f"draft_model must be a GGUF path or a callable drafter, not {type(draft_model).__name__}")
+
+    @classmethod
+    def from_pretrained(cls, repo_id: str, filename: str, *, cache_dir: str | os.PathLike[str] | None = None,
+                        local_dir: str | os.PathLike[str] | None = None, local_files_only: bool = False,
+                        **kwargs: Any) -> Llama:
+        """Load a GGUF from a Hugging Face repository (``pip install pyllama-cffi[hf]``).
+
+        ``filename`` may be a glob such as ``"*q4_0.gguf"``; exactly one file must match.
+        """
+        from ._hub import download
+
+        path = download(repo_id, filename, cache_dir=cache_dir, local_dir=local_dir,
+                        local_files_only=local_files_only)
+        return cls(model_path=path, **kwargs)
 
     # --- sizes and vocabulary (llama-cpp-python names) ------------------------------------
     def n_ctx(self) -> int:
@@ -249,8 +264,28 @@ class Llama:
             raise ValueError("this Llama was loaded with vocab_only=True; it cannot generate")
         self._apply_loras(request.loras)
         self.last_speculation = _completion.SpeculationStats()
-        return _completion.generate(self.model, session, request, self.seed, self.verbose, self.draft_model,
-                                    self.last_speculation)
+        if self.cache is not None:
+            self._resume_from_cache(request.prompt_tokens)
+        events = _completion.generate(self.model, session, request, self.seed, self.verbose, self.draft_model,
+                                      self.last_speculation)
+        return events if self.cache is None else self._cached(events)
+
+    def set_cache(self, cache: Any) -> None:
+        """Keep prompt states in ``cache`` (``pyllama.cache.RAMCache``/``DiskCache``); None turns it off."""
+        self.cache = cache
+
+    def _resume_from_cache(self, prompt: list[int]) -> None:
+        session = self._session
+        state = self.cache.best_match(tuple(prompt))
+        if state is not None and common_prefix(state.tokens, prompt) > common_prefix(session.tokens, prompt):
+            self._context().load_state_bytes(state.state)
+            session.tokens = list(state.tokens)
+
+    def _cached(self, events: Iterator[_completion.Event]) -> Iterator[_completion.Event]:
+        for event in events:
+            if event.finish_reason is not None:  # store before the last event: callers stop reading there
+                self.cache.put(LlamaState(tuple(self._session.tokens), self._context().state_bytes(), self.seed))
+            yield event
 
     def _prompt_tokens(self, prompt: Prompt, suffix: str | None) -> list[int]:
         vocab = self.model.vocab

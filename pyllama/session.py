@@ -49,7 +49,7 @@ class Session:
             raise ValueError("the prompt is empty")
         if len(prompt) > self.n_ctx:
             raise ContextOverflowError(f"the prompt has {len(prompt)} tokens but the context holds {self.n_ctx}")
-        reuse = 0 if all_logits else _common_prefix(self.tokens, prompt)
+        reuse = 0 if all_logits else common_prefix(self.tokens, prompt)
         reuse = min(reuse, len(prompt) - 1)  # the last token runs again for fresh logits
         if not self.context.kv_remove(SEQ, reuse, -1):  # memory that cannot cut a sequence (recurrent)
             self.context.kv_clear()
@@ -97,7 +97,7 @@ class Session:
         del self.tokens[keep:keep + discard]
 
 
-def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     n = min(len(a), len(b))
     i = 0
     while i < n and a[i] == b[i]:

@@ -237,3 +237,21 @@ def test_unknown_constructor_argument(tiny_spm):
     with pytest.raises(TypeError, match="bogus"):
         Llama(str(tiny_spm[0]), bogus=1)
     Llama(str(tiny_spm[0]), logits_all=True, n_ctx=64).close()  # llama-cpp-python argument, accepted
+
+
+def test_from_pretrained_uses_the_local_hub_cache(tiny_spm, tmp_path):
+    # an offline Hugging Face cache laid out the way huggingface_hub writes it
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "models--tiny--llama-gguf"
+    snapshot = repo / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    (snapshot / "tiny-q8_0.gguf").write_bytes(tiny_spm[0].read_bytes())
+    (snapshot / "README.md").write_text("tiny")
+    with Llama.from_pretrained("tiny/llama-gguf", "*q8_0.gguf", cache_dir=tmp_path, local_files_only=True,
+                               n_ctx=64) as llm:
+        assert llm.model_path.endswith("tiny-q8_0.gguf")
+        assert greedy(llm, "hello", max_tokens=2)["choices"][0]["text"]
+    with pytest.raises(ValueError, match="exactly one"):
+        Llama.from_pretrained("tiny/llama-gguf", "*.nothing", cache_dir=tmp_path, local_files_only=True)
