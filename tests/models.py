@@ -48,10 +48,11 @@ class Vocabulary:
     unk: int | None = None
 
 
-def spm_vocab() -> Vocabulary:
+def spm_vocab(extra: int = 0) -> Vocabulary:
+    """``extra`` pads the vocabulary with filler words, to give benchmarks a realistic vocab size."""
     tokens = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)]
     types = [gguf.TokenType.UNKNOWN, gguf.TokenType.CONTROL, gguf.TokenType.CONTROL] + [gguf.TokenType.BYTE] * 256
-    pieces = ["▁"] + CHARS + ["▁" + w for w in WORDS] + ["▁你好", "世界"]
+    pieces = ["▁"] + CHARS + ["▁" + w for w in WORDS] + ["▁你好", "世界"] + [f"▁w{i}" for i in range(extra)]
     tokens += pieces
     types += [gguf.TokenType.NORMAL] * len(pieces)
     # sentencepiece merges the best-scoring pair first: prefer longer pieces
@@ -143,7 +144,7 @@ def write_llama(path: Path, vocab: Vocabulary | str = "spm", shape: Shape = Shap
                 chat_template: str | None = None, name: str = "tiny-llama") -> dict[str, np.ndarray]:
     """Write a tiny llama GGUF (F32) and return its weights for the numpy reference."""
     if isinstance(vocab, str):
-        vocab = {"spm": spm_vocab, "bpe": bpe_vocab}[vocab]()
+        vocab = spm_vocab(shape.n_vocab_extra) if vocab == "spm" else bpe_vocab()
     writer = gguf.GGUFWriter(str(path), "llama")
     writer.add_name(name)
     writer.add_context_length(shape.n_ctx_train)
