@@ -107,9 +107,10 @@ def _speculative_tokens(session: Session, sampler: Sampler, drafter: Drafter,
     """Let the drafter guess, verify the guess in one batch, hand out what the target's own
     sampler agrees with plus its first disagreement: the same tokens as plain decoding."""
     token = sampler.sample(session.context)
+    window = 16  # how much of a guess to verify: halves after a miss on the first token, doubles after a full hit
     while True:
         yield token
-        room = session.n_ctx - len(session.tokens) - 2
+        room = min(session.n_ctx - len(session.tokens) - 2, window)
         draft = [int(t) for t in drafter(np.asarray(session.tokens + [token], dtype=np.int32))][:room] if room > 0 else []
         if not draft:
             try:
@@ -124,10 +125,13 @@ def _speculative_tokens(session: Session, sampler: Sampler, drafter: Drafter,
             token = sampler.sample(session.context, i)
             if token != guess:
                 session.truncate(len(session.tokens) - (len(draft) - i))
+                if i == 0:
+                    window = max(1, window // 2)
                 break
             stats.accepted += 1
             yield token
         else:
+            window = min(64, window * 2)
             token = sampler.sample(session.context, len(draft))
 
 
