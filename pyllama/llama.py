@@ -214,6 +214,7 @@ class Llama:
         grammar: Any = None,
         logit_bias: Mapping[int | str, float] | None = None,
         loras: Mapping[str, float] | None = None,
+        grammar_triggers: Sequence[str] = (),
         **ignored: Any,
     ) -> dict[str, Any] | Iterator[dict[str, Any]]:
         """Complete ``prompt``; a dict, or with ``stream=True`` an iterator of chunks."""
@@ -225,7 +226,7 @@ class Llama:
             repeat_penalty=repeat_penalty, frequency_penalty=frequency_penalty, presence_penalty=presence_penalty,
             mirostat_mode=mirostat_mode, mirostat_tau=mirostat_tau, mirostat_eta=mirostat_eta, seed=seed,
             logit_bias={int(k): v for k, v in logit_bias.items()} if logit_bias else None,
-            grammar=str(grammar) if grammar is not None else None)
+            grammar=str(grammar) if grammar is not None else None, grammar_triggers=tuple(grammar_triggers))
         prompt_tokens = self._prompt_tokens(prompt, suffix)
         request = _completion.Request(
             prompt_tokens=prompt_tokens,
@@ -248,6 +249,18 @@ class Llama:
                 "usage": result.usage}
 
     __call__ = create_completion
+
+    def create_chat_completion(self, messages: Sequence[Mapping[str, Any]], **kwargs: Any):
+        """An OpenAI ``chat.completion`` (or, with ``stream=True``, its chunks) for ``messages``.
+
+        Takes tools/tool_choice (and legacy functions/function_call), response_format
+        (json_object, json_schema), stop, max_tokens, seed, logprobs/top_logprobs,
+        ``reasoning=True`` (``<think>`` text into ``reasoning_content``) and the sampling
+        arguments of create_completion. See pyllama.chat.
+        """
+        from .chat.completion import create_chat_completion
+
+        return create_chat_completion(self, messages, **kwargs)
 
     def _stream(self, request: _completion.Request, header: dict[str, Any]) -> Iterator[dict[str, Any]]:
         with self._lock:

@@ -28,6 +28,7 @@ class SamplingParams:
     seed: int | None = None
     logit_bias: Mapping[int, float] | None = None
     grammar: str | None = None
+    grammar_triggers: tuple[str, ...] = ()  # regexes: the grammar applies only once one matches
 
     def __post_init__(self) -> None:
         checks = [
@@ -55,7 +56,9 @@ class SamplingParams:
         if self.repeat_penalty != 1.0 or self.frequency_penalty or self.presence_penalty:
             chain.penalties(model, self.penalty_last_n, self.repeat_penalty, self.frequency_penalty,
                             self.presence_penalty)
-        if self.grammar:
+        if self.grammar and self.grammar_triggers:
+            chain.grammar_lazy(model, self.grammar, trigger_patterns=self.grammar_triggers)
+        elif self.grammar:
             chain.grammar(model, self.grammar)
         if self.temperature <= 0:
             return chain.greedy()

@@ -1,0 +1,214 @@
+"""create_chat_completion: messages in, an OpenAI ``chat.completion`` (or its chunks) out.
+
+The messages are rendered with the chat template (the model's own, a named format, or a
+custom string), tools and response formats become grammars, the completion runs through
+``Llama.create_completion``, and the text is split back into content, reasoning and calls.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from . import tools as tooling
+from .formats import get_format
+from .json_schema import SchemaError, json_grammar, schema_to_gbnf
+from .template import ChatTemplate
+
+if TYPE_CHECKING:
+    from ..llama import Llama
+
+ROLES = {"system", "developer", "user", "assistant", "tool", "function"}
+THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+
+
+def chat_template(llm: Llama) -> ChatTemplate:
+    """The template for ``llm``: its chat_format, else the GGUF's own, else chatml."""
+    vocab = llm.model.vocab
+    bos = vocab.text(vocab.bos) if vocab.bos >= 0 else ""
+    eos = vocab.text(vocab.eos) if vocab.eos >= 0 else ""
+    name = llm.chat_format
+    if name is not None and ("{{" in name or "{%" in name):  # a template string of the user's own
+        return ChatTemplate(name, bos, eos, stop=[eos] if eos else [])
+    if name is None and llm.model.chat_template():
+        return ChatTemplate(llm.model.chat_template(), bos, eos, stop=[eos] if eos else [])
+    chat_format = get_format(name or "chatml")
+    return ChatTemplate(chat_format.template, bos, eos, stop=list(chat_format.stop))
+
+
+def _text_of(content: Any, where: str) -> str | None:
+    if content is None or isinstance(content, str):
+        return content
+    if isinstance(content, list):  # OpenAI content parts
+        texts = []
+        for part in content:
+            if not isinstance(part, Mapping) or part.get("type") != "text":
+                raise ValueError(f"{where}: only text content parts are supported")
+            texts.append(str(part.get("text", "")))
+        return "".join(texts)
+    raise ValueError(f"{where}: content must be a string, a list of parts or null")
+
+
+def normalize_messages(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    if not isinstance(messages, Sequence) or not messages:
+        raise ValueError("messages must be a non-empty list")
+    result = []
+    for i, message in enumerate(messages):
+        if not isinstance(message, Mapping) or message.get("role") not in ROLES:
+            raise ValueError(f"messages[{i}] needs a role among {sorted(ROLES)}")
+        normalized = dict(message)
+        normalized["content"] = _text_of(message.get("content"), f"messages[{i}]")
+        if normalized["role"] == "developer":
+            normalized["role"] = "system"
+        result.append(normalized)
+    return result
+
+
+def _legacy_functions(functions: Any, function_call: Any) -> tuple[list[dict], Any]:
+    tools = [{"type": "function", "function": f} for f in functions]
+    if function_call is None or function_call in ("auto", "none"):
+        return tools, function_call
+    return tools, {"type": "function", "function": {"name": function_call.get("name")}}
+
+
+def _response_grammar(response_format: Mapping[str, Any] | None) -> str | None:
+    if not response_format or response_format.get("type") in (None, "text"):
+        return None
+    kind = response_format.get("type")
+    schema = response_format.get("schema")
+    if kind == "json_schema":
+        schema = (response_format.get("json_schema") or {}).get("schema", schema)
+    elif kind != "json_object":
+        raise ValueError(f"response_format type must be text, json_object or json_schema, not {kind!r}")
+    try:
+        return schema_to_gbnf(schema) if schema is not None else json_grammar()
+    except SchemaError as exc:
+        raise ValueError(f"response_format schema: {exc}") from exc
+
+
+def _split_reasoning(text: str) -> tuple[str | None, str]:
+    if THINK_CLOSE not in text:
+        return None, text
+    head, _, tail = text.partition(THINK_CLOSE)
+    return head.replace(THINK_OPEN, "", 1).strip(), tail.lstrip()
+
+
+def _chat_logprobs(logprobs: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    if not logprobs:
+        return None
+    entries = []
+    for token, logprob, top in zip(logprobs["tokens"], logprobs["token_logprobs"], logprobs["top_logprobs"]):
+        entries.append({"token": token, "logprob": logprob, "bytes": list(token.encode()),
+                        "top_logprobs": [{"token": t, "logprob": lp, "bytes": list(t.encode())}
+                                         for t, lp in (top or {}).items()]})
+    return {"content": entries}
+
+
+def create_chat_completion(llm: Llama, messages: Sequence[Mapping[str, Any]], *,
+                           tools: Sequence[Mapping[str, Any]] | None = None, tool_choice: Any = None,
+                           functions: Sequence[Mapping[str, Any]] | None = None, function_call: Any = None,
+                           response_format: Mapping[str, Any] | None = None, stop: str | Sequence[str] | None = None,
+                           max_tokens: int | None = None, logprobs: bool = False, top_logprobs: int | None = None,
+                           stream: bool = False, model: str | None = None, reasoning: bool = False,
+                           **sampling: Any) -> dict[str, Any] | Iterator[dict[str, Any]]:
+    messages = normalize_messages(messages)
+    if functions:
+        tools, tool_choice = _legacy_functions(functions, function_call)
+    known = tooling.validate_tools(tools or [])
+    choice = tooling.resolve_choice(tool_choice, known)
+    template = chat_template(llm)
+    functionary = llm.chat_format == "functionary"
+    grammar, triggers = _response_grammar(response_format) or sampling.pop("grammar", None), ()
+    offered = tools if known and choice != "none" else None
+    if offered and not functionary and "tools" not in template.source:
+        messages = _with_system_note(messages, tooling.generic_instructions(offered, choice))
+    if offered and grammar is None:
+        if functionary and choice != "auto":
+            grammar = tooling.functionary_grammar(known, choice)
+        elif not functionary and (choice != "auto" or "tools" not in template.source):
+            grammar = tooling.generic_grammar(known, choice)
+            triggers = (tooling.GENERIC_TRIGGER,) if choice == "auto" else ()
+    prompt = template.render(messages, tools=offered, add_generation_prompt=True)
+    prompt_tokens = llm.tokenize(prompt, add_bos=True, special=True)
+    if len(prompt_tokens) > 1 and prompt_tokens[0] == prompt_tokens[1] == llm.token_bos():
+        prompt_tokens = prompt_tokens[1:]  # the template wrote BOS itself
+    stops = list(template.stop) + ([stop] if isinstance(stop, str) else list(stop or []))
+    completion = llm.create_completion(prompt_tokens, max_tokens=max_tokens, stop=stops, grammar=grammar,
+                                       grammar_triggers=triggers, stream=stream,
+                                       logprobs=(top_logprobs or 0) if logprobs else None, **sampling)
+    header = {"id": f"chatcmpl-{uuid.uuid4()}", "created": int(time.time()), "model": model or llm.model_path}
+    if stream:
+        return _chunks(completion, header, known if offered else {}, reasoning)
+    choice0 = completion["choices"][0]
+    content, calls = tooling.parse_tool_calls(choice0["text"], known) if offered else (choice0["text"], [])
+    message: dict[str, Any] = {"role": "assistant", "content": content}
+    if reasoning and content:
+        thinking, message["content"] = _split_reasoning(content)
+        if thinking is not None:
+            message["reasoning_content"] = thinking
+    if calls:
+        message["tool_calls"] = [call.as_openai() for call in calls]
+        if functions:
+            message["function_call"] = {"name": calls[0].name, "arguments": calls[0].arguments}
+    finish = "tool_calls" if calls else choice0["finish_reason"]
+    return {**header, "object": "chat.completion",
+            "choices": [{"index": 0, "message": message, "logprobs": _chat_logprobs(choice0["logprobs"]),
+                         "finish_reason": finish}],
+            "usage": completion["usage"]}
+
+
+def _with_system_note(messages: list[dict[str, Any]], note: str) -> list[dict[str, Any]]:
+    if messages and messages[0]["role"] == "system":
+        return [{**messages[0], "content": f"{messages[0]['content'] or ''}\n\n{note}".strip()}] + messages[1:]
+    return [{"role": "system", "content": note}] + messages
+
+
+def _could_be_call(text: str) -> bool:
+    stripped = text.lstrip()
+    prefixes = ("{", "[TOOL_CALLS]", "<tool_call>", "to=functions", "<|python_tag|>")
+    return any(stripped.startswith(p) or p.startswith(stripped) for p in prefixes) if stripped else True
+
+
+def _chunks(completion: Iterator[dict[str, Any]], header: dict[str, Any], known: Mapping[str, Any],
+            reasoning: bool) -> Iterator[dict[str, Any]]:
+    """Role first, then content (or reasoning) deltas; a tool call comes whole at the end,
+    because text that could still become a call is held back until it is clear."""
+    def chunk(delta: dict[str, Any], finish: str | None = None, logprobs: Any = None) -> dict[str, Any]:
+        return {**header, "object": "chat.completion.chunk",
+                "choices": [{"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish}]}
+
+    yield chunk({"role": "assistant", "content": ""})
+    held, streaming_text, thinking, after_thinking = "", not known, reasoning, False
+    for part in completion:
+        choice = part["choices"][0]
+        text, finish = choice["text"], choice["finish_reason"]
+        if thinking and text:
+            held += text
+            if THINK_CLOSE in held:
+                inner, _, text = held.partition(THINK_CLOSE)
+                held, thinking, after_thinking = "", False, True
+                yield chunk({"reasoning_content": inner.replace(THINK_OPEN, "", 1)})
+            else:
+                if THINK_OPEN in held or THINK_OPEN.startswith(held.lstrip()):
+                    continue
+                text, held, thinking = held, "", False
+        if after_thinking and text:  # the answer starts after the whitespace that follows </think>
+            text = text.lstrip()
+            after_thinking = not text
+        if not streaming_text and text:
+            held += text
+            if _could_be_call(held):
+                text = ""
+            else:
+                text, held, streaming_text = held, "", True
+        if text:
+            yield chunk({"content": text}, logprobs=_chat_logprobs(choice["logprobs"]))
+        if finish is not None:
+            content, calls = tooling.parse_tool_calls(held, known) if known and held else (held or None, [])
+            if content:
+                yield chunk({"content": content})
+            if calls:
+                yield chunk({"tool_calls": [call.as_openai(i) for i, call in enumerate(calls)]})
+            yield chunk({}, "tool_calls" if calls else finish)
