@@ -7,6 +7,7 @@ custom string), tools and response formats become grammars, the completion runs 
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
@@ -106,13 +107,25 @@ def _chat_logprobs(logprobs: Mapping[str, Any] | None) -> dict[str, Any] | None:
     return {"content": entries}
 
 
-def create_chat_completion(llm: Llama, messages: Sequence[Mapping[str, Any]], *,
-                           tools: Sequence[Mapping[str, Any]] | None = None, tool_choice: Any = None,
-                           functions: Sequence[Mapping[str, Any]] | None = None, function_call: Any = None,
-                           response_format: Mapping[str, Any] | None = None, stop: str | Sequence[str] | None = None,
-                           max_tokens: int | None = None, logprobs: bool = False, top_logprobs: int | None = None,
-                           stream: bool = False, model: str | None = None, reasoning: bool = False,
-                           **sampling: Any) -> dict[str, Any] | Iterator[dict[str, Any]]:
+@dataclasses.dataclass
+class ChatPlan:
+    """What a chat request becomes before generation: a prompt, stops and constraints."""
+
+    prompt_tokens: list[int]
+    stops: list[str]
+    grammar: str | None
+    grammar_triggers: tuple[str, ...]
+    known_tools: Mapping[str, Any]  # tools whose calls are read back from the output
+    legacy_functions: bool
+    reasoning: bool
+
+
+def plan_chat(llm: Llama, messages: Sequence[Mapping[str, Any]], *, tools: Sequence[Mapping[str, Any]] | None = None,
+              tool_choice: Any = None, functions: Sequence[Mapping[str, Any]] | None = None,
+              function_call: Any = None, response_format: Mapping[str, Any] | None = None,
+              stop: str | Sequence[str] | None = None, grammar: str | None = None,
+              reasoning: bool = False) -> ChatPlan:
+    """Render and constrain a chat request; bad requests raise ValueError."""
     messages = normalize_messages(messages)
     if functions:
         tools, tool_choice = _legacy_functions(functions, function_call)
@@ -120,7 +133,7 @@ def create_chat_completion(llm: Llama, messages: Sequence[Mapping[str, Any]], *,
     choice = tooling.resolve_choice(tool_choice, known)
     template = chat_template(llm)
     functionary = llm.chat_format == "functionary"
-    grammar, triggers = _response_grammar(response_format) or sampling.pop("grammar", None), ()
+    grammar, triggers = _response_grammar(response_format) or grammar, ()
     offered = tools if known and choice != "none" else None
     if offered and not functionary and "tools" not in template.source:
         messages = _with_system_note(messages, tooling.generic_instructions(offered, choice))
@@ -135,28 +148,51 @@ def create_chat_completion(llm: Llama, messages: Sequence[Mapping[str, Any]], *,
     if len(prompt_tokens) > 1 and prompt_tokens[0] == prompt_tokens[1] == llm.token_bos():
         prompt_tokens = prompt_tokens[1:]  # the template wrote BOS itself
     stops = list(template.stop) + ([stop] if isinstance(stop, str) else list(stop or []))
-    completion = llm.create_completion(prompt_tokens, max_tokens=max_tokens, stop=stops, grammar=grammar,
-                                       grammar_triggers=triggers, stream=stream,
-                                       logprobs=(top_logprobs or 0) if logprobs else None, **sampling)
-    header = {"id": f"chatcmpl-{uuid.uuid4()}", "created": int(time.time()), "model": model or llm.model_path}
-    if stream:
-        return _chunks(completion, header, known if offered else {}, reasoning)
+    return ChatPlan(prompt_tokens, stops, grammar, triggers, known if offered else {}, bool(functions), reasoning)
+
+
+def chat_header(model: str) -> dict[str, Any]:
+    return {"id": f"chatcmpl-{uuid.uuid4()}", "created": int(time.time()), "model": model}
+
+
+def chat_response(plan: ChatPlan, header: dict[str, Any], completion: Mapping[str, Any]) -> dict[str, Any]:
+    """A ``chat.completion`` from a finished ``text_completion``-shaped result."""
     choice0 = completion["choices"][0]
-    content, calls = tooling.parse_tool_calls(choice0["text"], known) if offered else (choice0["text"], [])
+    content, calls = (tooling.parse_tool_calls(choice0["text"], plan.known_tools) if plan.known_tools
+                      else (choice0["text"], []))
     message: dict[str, Any] = {"role": "assistant", "content": content}
-    if reasoning and content:
+    if plan.reasoning and content:
         thinking, message["content"] = _split_reasoning(content)
         if thinking is not None:
             message["reasoning_content"] = thinking
     if calls:
         message["tool_calls"] = [call.as_openai() for call in calls]
-        if functions:
+        if plan.legacy_functions:
             message["function_call"] = {"name": calls[0].name, "arguments": calls[0].arguments}
     finish = "tool_calls" if calls else choice0["finish_reason"]
     return {**header, "object": "chat.completion",
             "choices": [{"index": 0, "message": message, "logprobs": _chat_logprobs(choice0["logprobs"]),
                          "finish_reason": finish}],
             "usage": completion["usage"]}
+
+
+def create_chat_completion(llm: Llama, messages: Sequence[Mapping[str, Any]], *,
+                           tools: Sequence[Mapping[str, Any]] | None = None, tool_choice: Any = None,
+                           functions: Sequence[Mapping[str, Any]] | None = None, function_call: Any = None,
+                           response_format: Mapping[str, Any] | None = None, stop: str | Sequence[str] | None = None,
+                           max_tokens: int | None = None, logprobs: bool = False, top_logprobs: int | None = None,
+                           stream: bool = False, model: str | None = None, reasoning: bool = False,
+                           grammar: str | None = None, **sampling: Any) -> dict[str, Any] | Iterator[dict[str, Any]]:
+    plan = plan_chat(llm, messages, tools=tools, tool_choice=tool_choice, functions=functions,
+                     function_call=function_call, response_format=response_format, stop=stop, grammar=grammar,
+                     reasoning=reasoning)
+    completion = llm.create_completion(plan.prompt_tokens, max_tokens=max_tokens, stop=plan.stops,
+                                       grammar=plan.grammar, grammar_triggers=plan.grammar_triggers, stream=stream,
+                                       logprobs=(top_logprobs or 0) if logprobs else None, **sampling)
+    header = chat_header(model or llm.model_path)
+    if stream:
+        return chat_chunks(completion, header, plan)
+    return chat_response(plan, header, completion)
 
 
 def _with_system_note(messages: list[dict[str, Any]], note: str) -> list[dict[str, Any]]:
@@ -171,14 +207,14 @@ def _could_be_call(text: str) -> bool:
     return any(stripped.startswith(p) or p.startswith(stripped) for p in prefixes) if stripped else True
 
 
-def _chunks(completion: Iterator[dict[str, Any]], header: dict[str, Any], known: Mapping[str, Any],
-            reasoning: bool) -> Iterator[dict[str, Any]]:
-    """Role first, then content (or reasoning) deltas; a tool call comes whole at the end,
+def chat_chunks(completion: Iterator[dict[str, Any]], header: dict[str, Any], plan: ChatPlan) -> Iterator[dict[str, Any]]:
+    """``chat.completion.chunk`` s from ``text_completion`` chunks. Role first, then content (or reasoning) deltas; a tool call comes whole at the end,
     because text that could still become a call is held back until it is clear."""
     def chunk(delta: dict[str, Any], finish: str | None = None, logprobs: Any = None) -> dict[str, Any]:
         return {**header, "object": "chat.completion.chunk",
                 "choices": [{"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish}]}
 
+    known, reasoning = plan.known_tools, plan.reasoning
     yield chunk({"role": "assistant", "content": ""})
     held, streaming_text, thinking, after_thinking = "", not known, reasoning, False
     for part in completion:
