@@ -207,44 +207,62 @@ def _could_be_call(text: str) -> bool:
     return any(stripped.startswith(p) or p.startswith(stripped) for p in prefixes) if stripped else True
 
 
-def chat_chunks(completion: Iterator[dict[str, Any]], header: dict[str, Any], plan: ChatPlan) -> Iterator[dict[str, Any]]:
-    """``chat.completion.chunk`` s from ``text_completion`` chunks. Role first, then content (or reasoning) deltas; a tool call comes whole at the end,
-    because text that could still become a call is held back until it is clear."""
-    def chunk(delta: dict[str, Any], finish: str | None = None, logprobs: Any = None) -> dict[str, Any]:
-        return {**header, "object": "chat.completion.chunk",
+class ChatChunker:
+    """Turns ``text_completion`` chunks into ``chat.completion.chunk`` s, fed one at a time (so
+    a sync iterator and the async server share it). Role first, then content or reasoning
+    deltas; a tool call comes whole at the end, because text that could still become a call
+    is held back until it is clear."""
+
+    def __init__(self, header: dict[str, Any], plan: ChatPlan) -> None:
+        self.header, self.known = header, plan.known_tools
+        self.held, self.streaming_text = "", not plan.known_tools
+        self.thinking, self.after_thinking = plan.reasoning, False
+
+    def chunk(self, delta: dict[str, Any], finish: str | None = None, logprobs: Any = None) -> dict[str, Any]:
+        return {**self.header, "object": "chat.completion.chunk",
                 "choices": [{"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish}]}
 
-    known, reasoning = plan.known_tools, plan.reasoning
-    yield chunk({"role": "assistant", "content": ""})
-    held, streaming_text, thinking, after_thinking = "", not known, reasoning, False
-    for part in completion:
+    def start(self) -> dict[str, Any]:
+        return self.chunk({"role": "assistant", "content": ""})
+
+    def feed(self, part: Mapping[str, Any]) -> list[dict[str, Any]]:
         choice = part["choices"][0]
         text, finish = choice["text"], choice["finish_reason"]
-        if thinking and text:
-            held += text
-            if THINK_CLOSE in held:
-                inner, _, text = held.partition(THINK_CLOSE)
-                held, thinking, after_thinking = "", False, True
-                yield chunk({"reasoning_content": inner.replace(THINK_OPEN, "", 1)})
-            else:
-                if THINK_OPEN in held or THINK_OPEN.startswith(held.lstrip()):
-                    continue
-                text, held, thinking = held, "", False
-        if after_thinking and text:  # the answer starts after the whitespace that follows </think>
-            text = text.lstrip()
-            after_thinking = not text
-        if not streaming_text and text:
-            held += text
-            if _could_be_call(held):
+        out = []
+        if self.thinking and text:
+            self.held += text
+            if THINK_CLOSE in self.held:
+                inner, _, text = self.held.partition(THINK_CLOSE)
+                self.held, self.thinking, self.after_thinking = "", False, True
+                out.append(self.chunk({"reasoning_content": inner.replace(THINK_OPEN, "", 1)}))
+            elif THINK_OPEN in self.held or THINK_OPEN.startswith(self.held.lstrip()):
                 text = ""
             else:
-                text, held, streaming_text = held, "", True
+                text, self.held, self.thinking = self.held, "", False
+        if self.after_thinking and text:  # the answer starts after the whitespace that follows </think>
+            text = text.lstrip()
+            self.after_thinking = not text
+        if not self.streaming_text and text:
+            self.held += text
+            if _could_be_call(self.held):
+                text = ""
+            else:
+                text, self.held, self.streaming_text = self.held, "", True
         if text:
-            yield chunk({"content": text}, logprobs=_chat_logprobs(choice["logprobs"]))
+            out.append(self.chunk({"content": text}, logprobs=_chat_logprobs(choice["logprobs"])))
         if finish is not None:
-            content, calls = tooling.parse_tool_calls(held, known) if known and held else (held or None, [])
+            held = self.held
+            content, calls = tooling.parse_tool_calls(held, self.known) if self.known and held else (held or None, [])
             if content:
-                yield chunk({"content": content})
+                out.append(self.chunk({"content": content}))
             if calls:
-                yield chunk({"tool_calls": [call.as_openai(i) for i, call in enumerate(calls)]})
-            yield chunk({}, "tool_calls" if calls else finish)
+                out.append(self.chunk({"tool_calls": [call.as_openai(i) for i, call in enumerate(calls)]}))
+            out.append(self.chunk({}, "tool_calls" if calls else finish))
+        return out
+
+
+def chat_chunks(completion: Iterator[dict[str, Any]], header: dict[str, Any], plan: ChatPlan) -> Iterator[dict[str, Any]]:
+    chunker = ChatChunker(header, plan)
+    yield chunker.start()
+    for part in completion:
+        yield from chunker.feed(part)
