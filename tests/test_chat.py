@@ -6,6 +6,8 @@ import json
 
 import jsonschema
 import pytest
+import tokenizers
+import transformers
 
 from models import write_llama
 from pyllama import ContextOverflowError, Llama
@@ -55,8 +57,6 @@ TEMPLATES = {name: f.template for name, f in FORMATS.items() if name != "functio
 
 @pytest.mark.parametrize("name", TEMPLATES)
 def test_templates_render_like_transformers(name):
-    transformers = pytest.importorskip("transformers")
-    tokenizers = pytest.importorskip("tokenizers")
     tokenizer = transformers.PreTrainedTokenizerFast(tokenizer_object=tokenizers.Tokenizer(tokenizers.models.BPE()),
                                                      bos_token="<s>", eos_token="</s>")
     for add_generation_prompt in (True, False):

@@ -98,11 +98,8 @@ def test_eight_concurrent_streams_each_get_their_own_reply(client):
     for t in threads:
         t.join(timeout=120)
     assert errors == []
-    # Batched decoding may change float rounding; every stream must still be its own prompt's reply.
-    for prompt in prompts:
-        got, expected = together[prompt], alone[prompt]
-        others = [alone[p] for p in prompts if p != prompt]
-        assert got == expected or (got[:8] == expected[:8] and all(got[:8] != o[:8] for o in others)), prompt
+    # Same replies as alone: batching other sequences in changes nothing here (F32 weights, CPU).
+    assert together == alone
 
 
 def test_embeddings(tiny_bert):
@@ -198,3 +195,17 @@ def test_full_queue_answers_503_with_retry_after(tiny_spm):
         assert 503 in statuses and 200 in statuses
         busy = next(r for r in results if r[0] == 503)
         assert busy[2].get("retry-after") == "1" and "busy" in busy[1]["error"]["message"]
+
+
+def test_settings_from_flags_and_environment(tiny_spm, monkeypatch):
+    from pyllama.server.settings import parse
+
+    monkeypatch.setenv("N_CTX", "1024")
+    monkeypatch.setenv("USE_MLOCK", "true")
+    settings = parse(["--model", str(tiny_spm[0]), "--n_gpu_layers", "37", "--n-threads", "8", "--n_batch", "2096"])
+    assert (settings.n_ctx, settings.use_mlock, settings.n_gpu_layers, settings.n_threads, settings.n_batch) == \
+        (1024, True, 37, 8, 2096)
+    monkeypatch.setenv("MODEL", str(tiny_spm[0]))
+    assert parse(["--n_ctx", "512"]).n_ctx == 512  # a flag wins over the environment
+    with pytest.raises(SystemExit):
+        parse(["--model", "/nonexistent.gguf"])
