@@ -6,13 +6,13 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import info, rpc_server, serve
+from . import complete, info, perplexity, quantize, rpc_server, serve
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pyllama", description="llama.cpp from Python")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (info, rpc_server, serve):
+    for module in (complete, quantize, perplexity, info, rpc_server, serve):
         module.register(commands)
     return parser
 

@@ -1,0 +1,43 @@
+"""Flags shared by the subcommands, with llama.cpp's short names (-m, -c, -t, -ngl...)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+
+def add_model(parser: argparse.ArgumentParser, ctx: int = 512) -> None:
+    parser.add_argument("-m", "--model", required=True, help="GGUF model file")
+    parser.add_argument("-c", "--ctx-size", dest="n_ctx", type=int, default=ctx, help=f"context size (default {ctx})")
+    parser.add_argument("-b", "--batch-size", dest="n_batch", type=int, default=512, help="batch size (default 512)")
+    parser.add_argument("-t", "--threads", dest="n_threads", type=int, default=None, help="CPU threads")
+    parser.add_argument("-ngl", "--n-gpu-layers", "--gpu-layers", dest="n_gpu_layers", type=int, default=0,
+                        help="layers to offload to the GPU (-1: all)")
+
+
+def add_sampling(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-n", "--n-predict", dest="n_predict", type=int, default=-1,
+                        help="tokens to generate (-1: until the end of the context)")
+    parser.add_argument("-s", "--seed", type=int, default=None, help="RNG seed")
+    parser.add_argument("--temp", dest="temperature", type=float, default=0.8)
+    parser.add_argument("--top-k", "--top_k", dest="top_k", type=int, default=40)
+    parser.add_argument("--top-p", "--top_p", dest="top_p", type=float, default=0.95)
+    parser.add_argument("--min-p", "--min_p", dest="min_p", type=float, default=0.05)
+    parser.add_argument("--repeat-penalty", "--repeat_penalty", dest="repeat_penalty", type=float, default=1.0)
+
+
+def sampling_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    return {"temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p, "min_p": args.min_p,
+            "repeat_penalty": args.repeat_penalty, "seed": args.seed}
+
+
+def prompt_of(args: argparse.Namespace) -> str:
+    if getattr(args, "file", None):
+        return Path(args.file).read_text(encoding="utf-8")
+    return args.prompt or ""
+
+
+def llama_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    return {"n_ctx": args.n_ctx, "n_batch": args.n_batch, "n_threads": args.n_threads,
+            "n_threads_batch": args.n_threads, "n_gpu_layers": args.n_gpu_layers}

@@ -1,0 +1,76 @@
+"""``pyllama quantize IN OUT TYPE``: llama.cpp's quantizer, every type it offers."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+
+def quant_types() -> dict[str, int]:
+    """Type name (as llama.cpp's quantize spells it) -> llama_ftype, for every type this build knows."""
+    from ..enums import FileType
+
+    return {name.removeprefix("MOSTLY_"): int(value) for name, value in FileType.__members__.items()
+            if name.startswith("MOSTLY_") or name == "ALL_F32"}
+
+
+def bits_per_weight(name: str) -> float | None:
+    from .._ffi import lib
+    from ..enums import GGMLType
+
+    base = name.replace("ALL_", "").split("_")
+    for size in (len(base), 2, 1):  # Q4_K_M -> Q4_K, IQ2_XXS -> IQ2_XXS
+        candidate = "_".join(base[:size])
+        if candidate in GGMLType.__members__:
+            kind = GGMLType[candidate]
+            return 8.0 * lib.ggml_type_size(kind) / lib.ggml_blck_size(kind)
+    return None
+
+
+def type_table() -> str:
+    lines = ["types (bits per weight of the main tensor type; mixes such as _S/_M/_L vary per tensor):"]
+    for name, value in quant_types().items():
+        bpw = bits_per_weight(name)
+        lines.append(f"  {value:3d}  {name:<12} {f'{bpw:5.2f} bpw' if bpw else ''}")
+    return "\n".join(lines)
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser("quantize", help="quantize a GGUF model", epilog=type_table(),
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("input")
+    parser.add_argument("output")
+    parser.add_argument("type", help="quantization type, e.g. Q4_K_M (see below)")
+    parser.add_argument("--allow-requantize", action="store_true", help="allow quantizing already quantized tensors")
+    parser.add_argument("--leave-output-tensor", action="store_true", help="keep output.weight unquantized")
+    parser.add_argument("--pure", action="store_true", help="use the type for every tensor (no mixes)")
+    parser.add_argument("-t", "--threads", dest="nthread", type=int, default=0)
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from .._ffi import ffi, lib
+    from ..errors import LlamaError
+    from ..gguf_check import check_gguf
+    from ..log import failure_reason
+
+    types = quant_types()
+    name = args.type.upper()
+    if name not in types and not name.isdigit():
+        raise LlamaError(f"unknown quantization type {args.type!r}; run 'pyllama quantize --help' for the list")
+    ftype = types.get(name, int(name) if name.isdigit() else 0)
+    if not Path(args.input).is_file():
+        raise FileNotFoundError(f"model file not found: {args.input}")
+    check_gguf(args.input)
+    params = ffi.new("llama_model_quantize_params *", lib.llama_model_quantize_default_params())
+    params.ftype = ftype
+    params.nthread = args.nthread
+    params.allow_requantize = args.allow_requantize
+    params.quantize_output_tensor = not args.leave_output_tensor
+    params.pure = args.pure
+    if lib.llama_model_quantize(os.fsencode(args.input), os.fsencode(args.output), params) != 0:
+        raise LlamaError(f"quantizing {args.input} failed: {failure_reason()}")
+    before, after = Path(args.input).stat().st_size, Path(args.output).stat().st_size
+    print(f"{args.input} ({before / 2**20:.1f} MiB) -> {args.output} ({after / 2**20:.1f} MiB, {name})")
+    return 0
