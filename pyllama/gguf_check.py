@@ -79,16 +79,21 @@ class _Reader:
 
 def check_gguf(path: str | Path) -> None:
     """Raise ModelLoadError if ``path`` is not a structurally sound GGUF file."""
+    tensor_sizes(path)
+
+
+def tensor_sizes(path: str | Path) -> dict[str, int]:
+    """Bytes of each tensor, read from the header of a checked GGUF file."""
     path = Path(path)
     with path.open("rb") as f:
         size = path.stat().st_size
         if size < 24:
             raise ModelLoadError(f"{path}: not a GGUF file: only {size} bytes")
         with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
-            _check(_Reader(data, path), size)
+            return _check(_Reader(data, path), size)
 
 
-def _check(r: _Reader, size: int) -> None:
+def _check(r: _Reader, size: int) -> dict[str, int]:
     if r.take(4, "magic") != MAGIC:
         raise ModelLoadError(f"{r.path}: not a GGUF file (the first bytes are not 'GGUF')")
     version = r.u32("version")
@@ -119,13 +124,15 @@ def _check(r: _Reader, size: int) -> None:
         tensors.append((name, dims, kind, offset))
 
     data_start = -(-r.pos // alignment) * alignment
+    sizes = {}
     for name, dims, kind, offset in tensors:
-        nbytes = _tensor_bytes(r, name, dims, kind)
+        nbytes = sizes[name] = _tensor_bytes(r, name, dims, kind)
         if offset % alignment:
             raise r.fail(f"tensor {name} starts at offset {offset}, not a multiple of the alignment {alignment}")
         if data_start + offset + nbytes > size:
             raise r.fail(f"tensor {name} ends at byte {data_start + offset + nbytes}, past the end of the "
                          f"file ({size} bytes); is it truncated?")
+    return sizes
 
 
 def _tensor_bytes(r: _Reader, name: str, dims: list[int], kind: int) -> int:

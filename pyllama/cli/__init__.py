@@ -6,13 +6,20 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import complete, info, perplexity, quantize, rpc_server, serve
+from . import bench, chat, complete, fit, info, perplexity, quantize, rpc_server, serve, speculative
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """Usage mistakes get one line (and exit status 2), not the whole usage text."""
+
+    def error(self, message: str) -> None:
+        self.exit(2, f"{self.prog}: error: {message}\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pyllama", description="llama.cpp from Python")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (complete, quantize, perplexity, info, rpc_server, serve):
+    parser = OneLineParser(prog="pyllama", description="llama.cpp from Python")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=OneLineParser)
+    for module in (chat, complete, quantize, perplexity, bench, speculative, fit, info, rpc_server, serve):
         module.register(commands)
     return parser
 
@@ -23,7 +30,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if rest and not getattr(args, "passthrough", False):
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     args.rest = rest
-    return args.run(args)
+    from ..errors import LlamaError
+
+    try:
+        return args.run(args)
+    except (FileNotFoundError, LlamaError, ValueError, OSError) as exc:
+        print(f"pyllama {args.command}: error: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

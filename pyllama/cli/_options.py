@@ -25,11 +25,15 @@ def add_sampling(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--top-p", "--top_p", dest="top_p", type=float, default=0.95)
     parser.add_argument("--min-p", "--min_p", dest="min_p", type=float, default=0.05)
     parser.add_argument("--repeat-penalty", "--repeat_penalty", dest="repeat_penalty", type=float, default=1.0)
+    parser.add_argument("--ignore-eos", action="store_true", help="never stop at end-of-sequence")
 
 
-def sampling_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    return {"temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p, "min_p": args.min_p,
-            "repeat_penalty": args.repeat_penalty, "seed": args.seed}
+def sampling_kwargs(args: argparse.Namespace, llm: Any) -> dict[str, Any]:
+    kwargs = {"temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p, "min_p": args.min_p,
+              "repeat_penalty": args.repeat_penalty, "seed": args.seed}
+    if args.ignore_eos:
+        kwargs["logit_bias"] = {token: -1e9 for token in range(llm.n_vocab()) if llm.model.vocab.is_eog(token)}
+    return kwargs
 
 
 def prompt_of(args: argparse.Namespace) -> str:

@@ -23,7 +23,7 @@ def run(args: argparse.Namespace) -> int:
     prompt = _options.prompt_of(args)
     with Llama(args.model, **_options.llama_kwargs(args)) as llm:
         sys.stdout.write(prompt)
-        for chunk in llm(prompt, max_tokens=args.n_predict, stream=True, **_options.sampling_kwargs(args)):
+        for chunk in llm(prompt, max_tokens=args.n_predict, stream=True, **_options.sampling_kwargs(args, llm)):
             sys.stdout.write(chunk["choices"][0]["text"])
             sys.stdout.flush()
         sys.stdout.write("\n")

@@ -11,7 +11,8 @@ def quant_types() -> dict[str, int]:
     """Type name (as llama.cpp's quantize spells it) -> llama_ftype, for every type this build knows."""
     from ..enums import FileType
 
-    return {name.removeprefix("MOSTLY_"): int(value) for name, value in FileType.__members__.items()
+    members = sorted(FileType.__members__.items(), key=lambda item: int(item[1]))
+    return {name.removeprefix("MOSTLY_"): int(value) for name, value in members
             if name.startswith("MOSTLY_") or name == "ALL_F32"}
 
 

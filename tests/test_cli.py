@@ -1,0 +1,192 @@
+"""The pyllama command: each subcommand run as a user would, errors as one line."""
+
+from __future__ import annotations
+
+import csv
+import fcntl
+import io
+import json
+import os
+import pty
+import select
+import subprocess
+import sys
+import termios
+import time
+
+import numpy as np
+import pytest
+
+from models import reference_logits
+from pyllama import Model
+
+WORDS = "the planets of the solar system are one day bob said hello world what are you it is a name and to in".split()
+
+
+def pyllama(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pyllama", *args], capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def text_file(tmp_path_factory):
+    rng = np.random.default_rng(0)
+    path = tmp_path_factory.mktemp("text") / "text.txt"
+    path.write_text(" ".join(rng.choice(WORDS, 700)))
+    return path
+
+
+def test_complete_prints_text_and_timings(tiny_spm):
+    result = pyllama("complete", "-m", str(tiny_spm[0]), "-p", "hello world", "-n", "8", "--temp", "0", "-t", "2")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("hello world")
+    assert "prompt eval time" in result.stderr and "tokens per second" in result.stderr
+
+
+@pytest.mark.parametrize("kind", ["Q8_0", "Q4_0", "Q5_1", "F16", "q4_1"])
+def test_quantize_produces_a_loadable_model(tiny_spm, tmp_path, kind):
+    out = tmp_path / f"{kind}.gguf"
+    result = pyllama("quantize", str(tiny_spm[0]), str(out), kind)
+    assert result.returncode == 0, result.stderr
+    assert out.stat().st_size < tiny_spm[0].stat().st_size
+    with Model(out) as model:
+        assert model.file_type.name.endswith(kind.upper())
+
+
+def test_quantize_help_lists_every_type():
+    result = pyllama("quantize", "--help")
+    for name in ("Q4_0", "Q8_0", "Q4_K_M", "Q6_K", "IQ2_XXS", "IQ4_NL", "F16", "BF16"):
+        assert f" {name} " in result.stdout
+    assert "4.50 bpw" in result.stdout
+
+
+def test_perplexity_matches_a_numpy_reference(tiny_spm, text_file):
+    n_ctx = 64
+    result = pyllama("perplexity", "-m", str(tiny_spm[0]), "-f", str(text_file), "-c", str(n_ctx), "-t", "2")
+    assert result.returncode == 0, result.stderr
+    final = next(line for line in result.stdout.splitlines() if line.startswith("Final estimate"))
+    ppl = float(final.split("=")[1].split("+/-")[0])
+    with Model(tiny_spm[0], vocab_only=True) as model:
+        tokens = model.tokenize(text_file.read_text())
+    nll, count = 0.0, 0
+    for chunk in range(len(tokens) // n_ctx):
+        window = tokens[chunk * n_ctx:(chunk + 1) * n_ctx]
+        targets = window[n_ctx // 2 + 1:]
+        logits = reference_logits(tiny_spm[1], [1] + window[1:])[n_ctx // 2:-1]
+        log_probs = logits - np.log(np.exp(logits - logits.max(1, keepdims=True)).sum(1, keepdims=True)) - \
+            logits.max(1, keepdims=True)
+        nll -= log_probs[np.arange(len(targets)), targets].sum()
+        count += len(targets)
+    assert ppl == pytest.approx(np.exp(nll / count), rel=0.01)
+
+
+def test_bench_formats(tiny_spm):
+    md = pyllama("bench", "-m", str(tiny_spm[0]), "-p", "32", "-n", "8", "-r", "1", "-t", "2")
+    assert md.returncode == 0 and "| pp32 |" in md.stdout and "| tg8 |" in md.stdout
+    rows = json.loads(pyllama("bench", "-m", str(tiny_spm[0]), "-p", "32", "-n", "8", "-r", "1", "-o", "json").stdout)
+    assert [r["test"] for r in rows] == ["pp32", "tg8"] and all(r["avg_ts"] > 0 for r in rows)
+    table = list(csv.DictReader(io.StringIO(
+        pyllama("bench", "-m", str(tiny_spm[0]), "-p", "32", "-n", "0", "-r", "1", "-o", "csv").stdout)))
+    assert table[0]["test"] == "pp32"
+
+
+def test_speculative_reports_acceptance(tiny_spm):
+    result = pyllama("speculative", "-m", str(tiny_spm[0]), "-md", str(tiny_spm[0]), "-p", "one day", "-e", "-n", "24",
+                     "--temp", "0", "-c", "256")
+    assert result.returncode == 0, result.stderr
+    assert "accepted" in result.stderr and "tokens/s" in result.stderr
+    assert result.stdout.startswith("one day")
+
+
+def test_fit_and_info(tiny_spm):
+    fit = pyllama("fit", "-m", str(tiny_spm[0]), "-c", "512")
+    assert fit.returncode == 0 and "2 layers" in fit.stdout
+    assert pyllama("info").returncode == 0
+
+
+@pytest.mark.parametrize("args, code, fragment", [
+    (["complete", "-m", "/no/such/model.gguf", "-p", "x"], 1, "not found"),
+    (["quantize", "IN", "OUT"], 2, "required"),
+    (["complete", "--bogus", "-m", "x"], 2, "unrecognized"),
+    (["nonsense"], 2, "invalid choice"),
+])
+def test_errors_are_one_line(args, code, fragment, tiny_spm):
+    result = pyllama(*args)
+    assert result.returncode == code
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and fragment in lines[0] and "Traceback" not in result.stderr
+
+
+def test_unknown_quant_type(tiny_spm, tmp_path):
+    result = pyllama("quantize", str(tiny_spm[0]), str(tmp_path / "x.gguf"), "Q9_Z")
+    assert result.returncode == 1 and "unknown quantization type" in result.stderr
+
+
+class Terminal:
+    """The program on a pseudo-terminal, as a person would run it."""
+
+    def __init__(self, *args: str) -> None:
+        self.leader, follower = pty.openpty()
+        self.process = subprocess.Popen([sys.executable, "-m", "pyllama", *args], stdin=follower, stdout=follower,
+                                        stderr=follower, close_fds=True, preexec_fn=self._controlling_terminal)
+        os.close(follower)
+        self.screen = ""
+
+    @staticmethod
+    def _controlling_terminal() -> None:
+        """In the child: a new session whose controlling terminal is the pty, so Ctrl-C is a SIGINT."""
+        os.setsid()
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    def read_until(self, text: str, timeout: float = 60, count: int = 1) -> str:
+        deadline = time.monotonic() + timeout
+        while self.screen.count(text) < count:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{text!r} never appeared; the screen shows {self.screen[-500:]!r}")
+            ready, _, _ = select.select([self.leader], [], [], 0.2)
+            if ready:
+                try:
+                    self.screen += os.read(self.leader, 4096).decode("utf-8", "replace")
+                except OSError:
+                    break
+        return self.screen
+
+    def type(self, keys: str) -> None:
+        os.write(self.leader, keys.encode())
+
+
+def test_interactive_chat_with_reverse_prompt_and_ctrl_c(tiny_spm):
+    term = Terminal("chat", "-m", str(tiny_spm[0]), "-c", "256", "--keep", "8", "-i", "-r", "User:",
+                    "-p", "Bob is helpful.\nUser: hi\nBob:", "--temp", "0.9", "-s", "3", "-n", "12", "--color")
+    term.read_until("Bob is helpful.")
+    term.read_until("User:", timeout=60)  # the reply ended (12 tokens) and the turn came back with the reverse prompt
+    term.type("tell me about the planets\n")
+    time.sleep(0.5)
+    assert term.process.poll() is None
+    term.type("\x04")  # Ctrl-D at the prompt ends the program
+    assert term.process.wait(timeout=30) == 0
+
+
+def test_ctrl_c_stops_the_reply_not_the_program(tiny_spm):
+    term = Terminal("chat", "-m", str(tiny_spm[0]), "-c", "256", "--keep", "8", "-p", "once upon a time",
+                    "-n", "-1", "--temp", "1.0", "--ignore-eos")  # no reverse prompt, shifting: it never stops
+    term.read_until("once upon a time")
+    time.sleep(1.0)
+    term.type("\x03")
+    term.read_until("[stopped]")
+    assert term.process.poll() is None
+    term.type("and then\n")  # still alive: a second reply starts, and stops the same way
+    time.sleep(1.0)
+    term.type("\x03")
+    term.read_until("[stopped]", timeout=30, count=2)
+    assert term.screen.count("[stopped]") == 2
+    term.type("\x04")
+    assert term.process.wait(timeout=30) == 0
+
+
+def test_instruct_mode_chats_through_the_template(tiny_spm):
+    term = Terminal("chat", "-m", str(tiny_spm[0]), "-ins", "-n", "8", "-c", "512", "--temp", "0")
+    term.read_until("> ")
+    term.type("hello there\n")
+    term.read_until("> ", count=2)  # a reply came and the next turn is offered
+    term.type("\x04")
+    assert term.process.wait(timeout=30) == 0
