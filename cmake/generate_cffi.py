@@ -19,6 +19,7 @@ import argparse
 import ctypes
 import re
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -109,13 +110,30 @@ class _LetCompilerSizeArrays(c_ast.NodeVisitor):
         self.generic_visit(node)
 
 
+def _symbols_from_nm(path: Path) -> set[str] | None:
+    """Defined dynamic symbols, read without loading the library (its own dependencies, such
+    as cuBLAS for the CUDA backend, need not be loadable at build time)."""
+    for command in (["nm", "-D", "--defined-only", str(path)], ["nm", "-gU", str(path)]):
+        try:
+            result = subprocess.run(command, capture_output=True, text=True, check=True)
+        except (OSError, subprocess.CalledProcessError):
+            continue
+        return {line.split()[-1].lstrip("_") if sys.platform == "darwin" else line.split()[-1]
+                for line in result.stdout.splitlines() if line.strip()}
+    return None
+
+
 def exported_by(libraries: list[Path]):
     """A predicate telling whether a function name is exported by the built libraries.
 
     Headers declare a few functions no library defines; binding them would make the
     module fail to import with an undefined symbol.
     """
-    handles = [ctypes.CDLL(str(path), mode=ctypes.RTLD_GLOBAL) for path in libraries]
+    found = [_symbols_from_nm(path) for path in libraries]
+    if all(symbols is not None for symbols in found):
+        exported = set().union(*found)
+        return lambda name: name in exported
+    handles = [ctypes.CDLL(str(path), mode=ctypes.RTLD_GLOBAL) for path in libraries]  # no nm: ask the loader
     return lambda name: any(hasattr(handle, name) for handle in handles)
 
 
