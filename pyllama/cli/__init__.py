@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import bench, chat, complete, fit, info, perplexity, quantize, rpc_server, serve, speculative
+from . import bench, chat, complete, convert, fit, info, perplexity, quantize, rpc_server, serve, speculative
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -19,7 +19,7 @@ class OneLineParser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="pyllama", description="llama.cpp from Python")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=OneLineParser)
-    for module in (chat, complete, quantize, perplexity, bench, speculative, fit, info, rpc_server, serve):
+    for module in (chat, complete, quantize, convert, perplexity, bench, speculative, fit, info, rpc_server, serve):
         module.register(commands)
     return parser
 

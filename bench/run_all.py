@@ -1,0 +1,119 @@
+"""The whole benchmark suite in one command: builds the references it needs, runs every bench,
+writes bench/results/latest.md and bench/results/latest.png.
+
+    python bench/run_all.py [--threads 2] [--quick]
+
+References, built once outside the package and kept in bench/ (git-ignored):
+- llama-cpp-python 0.3.36 from its pinned sdist, in its own venv (bench/.lcp-venv);
+- llama.cpp's llama-bench, llama-server and llama-perplexity from the vendored tree (bench/.native).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import re
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+NATIVE = HERE / ".native"
+LCP_VENV = HERE / ".lcp-venv"
+RESULTS = HERE / "results"
+
+
+def native_tools() -> Path:
+    binaries = NATIVE / "bin"
+    if not (binaries / "llama-server").exists():
+        print("bench: building llama.cpp's tools from the vendored tree", flush=True)
+        subprocess.run(["cmake", "-S", str(ROOT / "vendor" / "llama.cpp"), "-B", str(NATIVE), "-G", "Ninja",
+                        "-DCMAKE_BUILD_TYPE=Release", "-DLLAMA_BUILD_TOOLS=ON", "-DLLAMA_BUILD_TESTS=OFF",
+                        "-DLLAMA_BUILD_EXAMPLES=OFF", "-DLLAMA_CURL=OFF", "-DLLAMA_OPENSSL=OFF"], check=True)
+        subprocess.run(["cmake", "--build", str(NATIVE), "--target", "llama-bench", "llama-server",
+                        "llama-perplexity"], check=True)
+    return binaries
+
+
+def llama_cpp_python() -> Path:
+    python = LCP_VENV / "bin" / "python"
+    if not python.exists():
+        print("bench: building llama-cpp-python 0.3.36 from its sdist", flush=True)
+        venv.create(LCP_VENV, with_pip=True)
+        subprocess.run([str(python), "-m", "pip", "install", "--no-binary", "llama-cpp-python",
+                        "llama-cpp-python[server]==0.3.36"], check=True)
+    return python
+
+
+def run(script: str, *args: str) -> str:
+    print(f"bench: {script} {' '.join(args)}", flush=True)
+    out = subprocess.run([sys.executable, str(HERE / script), *args], capture_output=True, text=True, check=True)
+    return out.stdout.strip()
+
+
+def ratios(table: str, row: str) -> list[float]:
+    """The 'N.NNx' or plain ratio cells of the row that starts with ``row``."""
+    line = next(l for l in table.splitlines() if l.startswith(f"| {row}"))
+    return [float(v) for v in re.findall(r"\| (\d+\.\d+)x? (?=\|)", line + " ")]
+
+
+def chart(entries: list[tuple[str, float]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels, values = zip(*entries)
+    figure, axis = plt.subplots(figsize=(9, 0.5 * len(entries) + 1.5))
+    axis.barh(labels, values, color=["#2b7bb9" if v >= 1 else "#d9822b" for v in values])
+    axis.axvline(1.0, color="black", linewidth=0.8)
+    axis.set_xlabel("pyllama speed / reference speed (higher is better)")
+    axis.invert_yaxis()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--threads", default="2")
+    parser.add_argument("--quick", action="store_true", help="fewer rounds, no ~1B model")
+    args = parser.parse_args()
+    tools, python = native_tools(), llama_cpp_python()
+    rounds = "2" if args.quick else "5"
+    models = ["tiny-f32"] if args.quick else ["tiny-f32", "1b-q4_0"]
+    sections = {
+        "Generation loop (Batch + decode + sample) vs llama-bench":
+            run("generation_loop.py", "--llama-bench", str(tools / "llama-bench"), "--threads", args.threads,
+                "--rounds", rounds),
+        "create_completion vs llama-cpp-python and llama-bench":
+            run("completion.py", "--llama-cpp-python", str(python), "--llama-bench", str(tools / "llama-bench"),
+                "--threads", args.threads, "--rounds", "2" if args.quick else "3", "--models", *models),
+        "Server throughput":
+            run("server.py", "--llama-cpp-python", str(python), "--llama-server", str(tools / "llama-server"),
+                "--threads", args.threads),
+        "Speculative decoding": run("speculative.py", "--threads", args.threads,
+                                    *(["--model", "small-q8_0"] if args.quick else [])),
+        "Binding call overhead": run("call_overhead.py", str(HERE / ".models" / "tiny-f32.gguf"),
+                                     "--llama-cpp-python", str(python)),
+    }
+    RESULTS.mkdir(exist_ok=True)
+    stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
+    text = [f"# Benchmarks ({stamp}, {args.threads} threads)\n"]
+    text += [f"## {title}\n\n{table}\n" for title, table in sections.items()]
+    (RESULTS / "latest.md").write_text("\n".join(text))
+    entries = []
+    completion = sections["create_completion vs llama-cpp-python and llama-bench"]
+    for model in models:
+        first, second = ratios(completion, model)[-2:]
+        entries += [(f"completion {model} vs llama-cpp-python", first), (f"completion {model} vs native", second)]
+    server = sections["Server throughput"]
+    for reference in ("llama-cpp-python", "llama-server"):
+        entries.append((f"server 8 clients vs {reference}", ratios(server, f"pyllama / {reference}")[-1]))
+    chart(entries, RESULTS / "latest.png")
+    print((RESULTS / "latest.md").read_text())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,33 @@
+"""``pyllama convert HF_DIR [--outfile F] [--outtype f16]``: llama.cpp's converter, shipped with pyllama.
+
+Its dependencies (torch, transformers...) come with ``pip install 'pyllama-cffi[convert]'``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser("convert", help="convert a Hugging Face model folder to GGUF", add_help=False)
+    parser.set_defaults(run=run, passthrough=True)
+
+
+def converter() -> Path:
+    from .. import _pyllama_cffi
+
+    script = Path(_pyllama_cffi.__file__).parent / "convert" / "convert_hf_to_gguf.py"
+    if not script.exists():
+        raise FileNotFoundError(f"the converter is not installed at {script}; reinstall pyllama-cffi")
+    return script
+
+
+def run(args: argparse.Namespace) -> int:
+    missing = [m for m in ("torch", "transformers") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ValueError(f"convert needs {', '.join(missing)}: pip install 'pyllama-cffi[convert]'")
+    return subprocess.run([sys.executable, str(converter()), *args.rest]).returncode
