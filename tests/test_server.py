@@ -209,3 +209,22 @@ def test_settings_from_flags_and_environment(tiny_spm, monkeypatch):
     assert parse(["--n_ctx", "512"]).n_ctx == 512  # a flag wins over the environment
     with pytest.raises(SystemExit):
         parse(["--model", "/nonexistent.gguf"])
+
+
+def test_config_file_serves_several_models(tiny_spm, tiny_bpe, tmp_path):
+    config = tmp_path / "models.json"
+    config.write_text(json.dumps({"n_ctx": 512, "models": [
+        {"model": str(tiny_spm[0]), "model_alias": "spm", "n_parallel": 2},
+        {"model": str(tiny_bpe[0]), "model_alias": "bpe", "chat_format": "chatml"}]}))
+    with running_server(tiny_spm[0], "--config", str(config)) as base:
+        client = openai.OpenAI(base_url=f"{base}/v1", api_key="x", max_retries=0)
+        assert sorted(m.id for m in client.models.list().data) == ["bpe", "spm"]
+        for name in ("spm", "bpe"):
+            out = client.completions.create(model=name, prompt="hello", max_tokens=3, temperature=0)
+            assert out.model == name and out.usage.prompt_tokens > 0
+        with pytest.raises(openai.NotFoundError):
+            client.completions.create(model="other", prompt="hello", max_tokens=3)
+        status, tokens, _ = post(f"{base}/tokenize", {"content": "hello", "model": "bpe"})
+        assert status == 200 and tokens["tokens"]
+        with urllib.request.urlopen(f"{base}/metrics") as response:
+            assert 'pyllama_slots_total{model="spm"} 2' in response.read().decode()

@@ -12,10 +12,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .app import create_app
     from .settings import parse
 
-    settings = parse(argv)
-    app = create_app(settings)
-    print(f"pyllama server: {settings.model_alias} on http{'s' if settings.ssl_certfile else ''}://"
-          f"{settings.host}:{settings.port} ({settings.n_parallel} slots, n_ctx {settings.n_ctx})", flush=True)
+    parsed = parse(argv)
+    app = create_app(parsed)
+    models = parsed if isinstance(parsed, list) else [parsed]
+    settings = models[0]
+    names = ", ".join(f"{m.model_alias} ({m.n_parallel} slots, n_ctx {m.n_ctx})" for m in models)
+    print(f"pyllama server on http{'s' if settings.ssl_certfile else ''}://{settings.host}:{settings.port}: {names}",
+          flush=True)
     uvicorn.run(app, host=settings.host, port=settings.port, ssl_keyfile=settings.ssl_keyfile,
                 ssl_certfile=settings.ssl_certfile, log_level="warning")
     return 0

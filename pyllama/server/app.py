@@ -94,10 +94,16 @@ def sampling_params(body: Mapping[str, Any], n_vocab: int) -> SamplingParams:
         raise RequestError(400, str(exc)) from exc
 
 
-def create_app(settings: Settings) -> FastAPI:
+def create_app(settings: Settings | list[Settings]) -> FastAPI:
+    """The app serving one model, or several (``--config``; requests pick one by ``model``)."""
+    every = settings if isinstance(settings, list) else [settings]
+    settings = every[0]  # server-wide options (keys, ports) come from the first entry
     app = FastAPI(title="pyllama", version="1", description="OpenAI-compatible API over llama.cpp")
-    state = _load(settings)
-    app.state.pyllama = state
+    states: dict[str, State] = {}
+    for entry in every:
+        states[entry.model_alias] = states[entry.model_id] = _load(entry)
+    default = states[settings.model_alias]
+    app.state.pyllama = states
 
     @app.exception_handler(RequestError)
     async def request_error(_: Request, exc: RequestError) -> JSONResponse:
@@ -115,9 +121,10 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.on_event("shutdown")
     async def shutdown() -> None:
-        state.engine.close()
+        for state in {id(s): s for s in states.values()}.values():
+            state.engine.close()
 
-    async def body_of(request: Request) -> dict[str, Any]:
+    async def body_of(request: Request) -> tuple[dict[str, Any], State]:
         try:
             body = await request.json()
         except (json.JSONDecodeError, UnicodeDecodeError):
@@ -125,10 +132,11 @@ def create_app(settings: Settings) -> FastAPI:
         if not isinstance(body, dict):
             raise RequestError(400, "the request body must be a JSON object")
         model = body.get("model")
-        if model is not None and model not in (settings.model_alias, settings.model_id):
-            raise RequestError(404, f"the model '{model}' does not exist; this server has '{settings.model_alias}'",
-                               "model", "model_not_found")
-        return body
+        if model is not None and model not in states:
+            names = ", ".join(f"'{e.model_alias}'" for e in every)
+            raise RequestError(404, f"the model '{model}' does not exist; this server has {names}", "model",
+                               "model_not_found")
+        return body, states[model] if model is not None else default
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def chat_page() -> HTMLResponse:
@@ -140,17 +148,18 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
-        return {"object": "list", "data": [{"id": settings.model_alias, "object": "model", "owned_by": "pyllama",
-                                            "created": settings.started}]}
+        return {"object": "list", "data": [{"id": e.model_alias, "object": "model", "owned_by": "pyllama",
+                                            "created": e.started} for e in every]}
 
     @app.get("/props")
     async def props() -> dict[str, Any]:
+        state = default
         return {"model": settings.model_alias, "n_ctx": state.engine.n_ctx, "n_parallel": len(state.engine.slots),
                 "chat_template": state.llm.model.chat_template() or "", "embedding": state.embedder is not None}
 
     @app.post("/tokenize")
     async def tokenize(request: Request) -> dict[str, Any]:
-        body = await body_of(request)
+        body, state = await body_of(request)
         content = body.get("content")
         if not isinstance(content, str):
             raise RequestError(400, "'content' must be a string", "content")
@@ -158,7 +167,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.post("/detokenize")
     async def detokenize(request: Request) -> dict[str, Any]:
-        body = await body_of(request)
+        body, state = await body_of(request)
         tokens = body.get("tokens")
         n_vocab = state.llm.n_vocab()
         if not isinstance(tokens, list) or not all(isinstance(t, int) and 0 <= t < n_vocab for t in tokens):
@@ -167,20 +176,24 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.get("/metrics", response_class=PlainTextResponse)
     async def metrics() -> str:
-        stats, engine = state.engine.stats, state.engine
-        rate = stats.generated_tokens / stats.busy_seconds if stats.busy_seconds else 0.0
-        lines = [
-            ("pyllama_requests_total", "counter", "Generation requests accepted", stats.requests),
-            ("pyllama_prompt_tokens_total", "counter", "Prompt tokens evaluated", stats.prompt_tokens),
-            ("pyllama_tokens_generated_total", "counter", "Tokens generated", stats.generated_tokens),
-            ("pyllama_tokens_per_second", "gauge", "Generated tokens per busy second", rate),
-            ("pyllama_queue_depth", "gauge", "Requests waiting for a slot", engine.queue_depth),
-            ("pyllama_slots_busy", "gauge", "Slots generating", engine.busy_slots),
-            ("pyllama_slots_total", "gauge", "Slots", len(engine.slots)),
-        ]
-        return "".join(f"# HELP {n} {h}\n# TYPE {n} {t}\n{n} {v}\n" for n, t, h, v in lines)
+        series = [("pyllama_requests_total", "counter", "Generation requests accepted", lambda s: s.stats.requests),
+                  ("pyllama_prompt_tokens_total", "counter", "Prompt tokens evaluated", lambda s: s.stats.prompt_tokens),
+                  ("pyllama_tokens_generated_total", "counter", "Tokens generated", lambda s: s.stats.generated_tokens),
+                  ("pyllama_tokens_per_second", "gauge", "Generated tokens per busy second",
+                   lambda s: s.stats.generated_tokens / s.stats.busy_seconds if s.stats.busy_seconds else 0.0),
+                  ("pyllama_queue_depth", "gauge", "Requests waiting for a slot", lambda s: s.queue_depth),
+                  ("pyllama_slots_busy", "gauge", "Slots generating", lambda s: s.busy_slots),
+                  ("pyllama_slots_total", "gauge", "Slots", lambda s: len(s.slots))]
+        lines = []
+        for name, kind, help_text, value in series:
+            lines.append(f"# HELP {name} {help_text}\n# TYPE {name} {kind}\n")
+            for entry in every:
+                engine = states[entry.model_alias].engine
+                label = f'{{model="{entry.model_alias}"}}' if len(every) > 1 else ""
+                lines.append(f"{name}{label} {value(engine)}\n")
+        return "".join(lines)
 
-    def job_for(body: dict[str, Any], prompt_tokens: list[int], stops: list[str], grammar: str | None = None,
+    def job_for(state: State, body: dict[str, Any], prompt_tokens: list[int], stops: list[str], grammar: str | None = None,
                 triggers: tuple[str, ...] = (), logprobs: int | None = None, max_tokens_field: str = "max_tokens"):
         max_tokens = body.get(max_tokens_field, body.get("max_completion_tokens"))
         room = state.engine.n_ctx - len(prompt_tokens)
@@ -208,7 +221,7 @@ def create_app(settings: Settings) -> FastAPI:
         return lambda emit: Job(prompt_tokens, params, max_tokens, stops, emit, logprobs,
                                 seed=params.seed if params.seed is not None else time.time_ns() & 0xFFFFFFFF)
 
-    async def run(make_job) -> AsyncIterator[Event]:
+    async def run(state: State, make_job) -> AsyncIterator[Event]:
         loop = asyncio.get_running_loop()
         events: asyncio.Queue[Event] = asyncio.Queue()
         job = make_job(lambda event: loop.call_soon_threadsafe(events.put_nowait, event))
@@ -229,9 +242,9 @@ def create_app(settings: Settings) -> FastAPI:
         finally:
             job.cancelled.set()  # a client that went away frees its slot at the next step
 
-    async def collected(make_job) -> tuple[str, str, dict[str, int], list]:
+    async def collected(state: State, make_job) -> tuple[str, str, dict[str, int], list]:
         texts, infos = [], []
-        async for event in run(make_job):
+        async for event in run(state, make_job):
             texts.append(event.text)
             infos += event.tokens
             if event.finish_reason is not None:
@@ -258,7 +271,7 @@ def create_app(settings: Settings) -> FastAPI:
         except StopAsyncIteration:
             return None, stream
 
-    def prompt_tokens_of(prompt: Any) -> list[int]:
+    def prompt_tokens_of(state: State, prompt: Any) -> list[int]:
         if isinstance(prompt, str):
             return state.llm.tokenize(prompt, add_bos=True, special=True)
         if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
@@ -271,16 +284,16 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.post("/v1/completions")
     async def completions(request: Request) -> Response:
-        body = await body_of(request)
-        tokens = prompt_tokens_of(body.get("prompt"))
+        body, state = await body_of(request)
+        tokens = prompt_tokens_of(state, body.get("prompt"))
         stop = body.get("stop")
         stops = [stop] if isinstance(stop, str) else list(stop or [])
         if not all(isinstance(s, str) for s in stops):
             raise RequestError(400, "'stop' must be a string or a list of strings", "stop")
         logprobs = body.get("logprobs")
-        make_job = job_for(body, tokens, stops, logprobs=logprobs if isinstance(logprobs, int) else None)
+        make_job = job_for(state, body, tokens, stops, logprobs=logprobs if isinstance(logprobs, int) else None)
         header = {"id": f"cmpl-{time.time_ns()}", "object": "text_completion", "created": int(time.time()),
-                  "model": settings.model_alias}
+                  "model": state.settings.model_alias}
         echo = bool(body.get("echo")) and isinstance(body.get("prompt"), str)
         if body.get("stream"):
             async def chunks() -> AsyncIterator[dict[str, Any]]:
@@ -288,14 +301,14 @@ def create_app(settings: Settings) -> FastAPI:
                 if echo:
                     yield {**header, "choices": [{"index": 0, "text": body["prompt"], "logprobs": None,
                                                   "finish_reason": None}]}
-                async for event in run(make_job):
+                async for event in run(state, make_job):
                     lp = _logprobs_dict(event.tokens, offset) if logprobs is not None else None
                     offset += sum(len(t.text) for t in event.tokens)
                     yield {**header, "choices": [{"index": 0, "text": event.text, "logprobs": lp,
                                                   "finish_reason": event.finish_reason}]}
             first, rest = await started(chunks())
             return sse(rest, first)
-        text, finish, usage, infos = await collected(make_job)
+        text, finish, usage, infos = await collected(state, make_job)
         return JSONResponse({**header, "choices": [{"index": 0, "text": (body["prompt"] if echo else "") + text,
                                                     "logprobs": _logprobs_dict(infos) if logprobs is not None else None,
                                                     "finish_reason": finish}], "usage": usage})
@@ -303,27 +316,27 @@ def create_app(settings: Settings) -> FastAPI:
     @app.post("/completion")
     async def llama_completion(request: Request) -> Response:
         """llama.cpp's native route: prompt, n_predict, stream."""
-        body = await body_of(request)
-        tokens = prompt_tokens_of(body.get("prompt"))
+        body, state = await body_of(request)
+        tokens = prompt_tokens_of(state, body.get("prompt"))
         stop = body.get("stop")
-        make_job = job_for({**body, "max_tokens": body.get("n_predict", -1)}, tokens,
+        make_job = job_for(state, {**body, "max_tokens": body.get("n_predict", -1)}, tokens,
                            [stop] if isinstance(stop, str) else list(stop or []))
         if body.get("stream"):
             async def chunks() -> AsyncIterator[dict[str, Any]]:
-                async for event in run(make_job):
+                async for event in run(state, make_job):
                     yield {"content": event.text, "stop": event.finish_reason is not None,
                            **({"tokens_predicted": event.usage["completion_tokens"],
                                "tokens_evaluated": event.usage["prompt_tokens"]} if event.usage else {})}
             first, rest = await started(chunks())
             return sse(rest, first)
-        text, finish, usage, _ = await collected(make_job)
+        text, finish, usage, _ = await collected(state, make_job)
         return JSONResponse({"content": text, "stop": True, "stop_type": "eos" if finish == "stop" else "limit",
                              "tokens_predicted": usage["completion_tokens"], "tokens_evaluated": usage["prompt_tokens"],
-                             "model": settings.model_alias})
+                             "model": state.settings.model_alias})
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:
-        body = await body_of(request)
+        body, state = await body_of(request)
         try:
             plan: ChatPlan = await run_in_threadpool(
                 plan_chat, state.llm, body.get("messages"), tools=body.get("tools"),
@@ -333,13 +346,13 @@ def create_app(settings: Settings) -> FastAPI:
         except (ValueError, TypeError, LlamaError) as exc:
             raise RequestError(400, str(exc)) from exc
         top = body.get("top_logprobs") if body.get("logprobs") else None
-        make_job = job_for(body, plan.prompt_tokens, plan.stops, plan.grammar, plan.grammar_triggers,
+        make_job = job_for(state, body, plan.prompt_tokens, plan.stops, plan.grammar, plan.grammar_triggers,
                            logprobs=(top or 0) if body.get("logprobs") else None)
-        header = chat_header(settings.model_alias)
+        header = chat_header(state.settings.model_alias)
 
         async def completion_chunks() -> AsyncIterator[dict[str, Any]]:
             offset = 0
-            async for event in run(make_job):
+            async for event in run(state, make_job):
                 lp = _logprobs_dict(event.tokens, offset) if body.get("logprobs") else None
                 offset += sum(len(t.text) for t in event.tokens)
                 yield {"choices": [{"text": event.text, "logprobs": lp, "finish_reason": event.finish_reason}],
@@ -357,7 +370,7 @@ def create_app(settings: Settings) -> FastAPI:
                         yield out
             first, rest = await started(chunks())
             return sse(rest, first)
-        text, finish, usage, infos = await collected(make_job)
+        text, finish, usage, infos = await collected(state, make_job)
         completion = {"choices": [{"text": text, "finish_reason": finish,
                                    "logprobs": _logprobs_dict(infos) if body.get("logprobs") else None}],
                       "usage": usage}
@@ -365,7 +378,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.post("/v1/embeddings")
     async def embeddings(request: Request) -> Response:
-        body = await body_of(request)
+        body, state = await body_of(request)
         if state.embedder is None:
             raise RequestError(400, "this server was started without --embedding", code="embeddings_disabled")
         texts = body.get("input")
@@ -376,7 +389,7 @@ def create_app(settings: Settings) -> FastAPI:
 
         def embed() -> dict[str, Any]:
             with state.embed_lock:
-                return state.embedder.create_embedding(texts, model=settings.model_alias)
+                return state.embedder.create_embedding(texts, model=state.settings.model_alias)
 
         try:
             return JSONResponse(await run_in_threadpool(embed))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import time
 from collections.abc import Sequence
@@ -74,10 +75,14 @@ OPTIONS = [  # name, type, help
     ("api_keys_file", str, "require one of the keys in this file, one per line"),
     ("ssl_keyfile", str, "TLS key file"),
     ("ssl_certfile", str, "TLS certificate file"),
+    ("config", str, "JSON file serving several models: {\"models\": [{\"model\": ..., \"model_alias\": ...}, ...]} "
+                    "plus any server option at the top level"),
 ]
+SERVER_WIDE = {"host", "port", "api_key", "api_keys_file", "ssl_keyfile", "ssl_certfile", "max_queue"}
 
 
-def parse(argv: Sequence[str] | None = None) -> Settings:
+def parse(argv: Sequence[str] | None = None) -> Settings | list[Settings]:
+    """Settings from flags and environment; with ``--config``, one Settings per model."""
     parser = argparse.ArgumentParser(prog="python -m pyllama.server",
                                      description="OpenAI-compatible server for a GGUF model")
     for name, kind, help_text in OPTIONS:
@@ -94,6 +99,29 @@ def parse(argv: Sequence[str] | None = None) -> Settings:
                 parser.error(f"environment variable {name.upper()}: {exc}")
         if value is not None:
             values[name] = value
+    config = values.pop("config", None)
+    if config is None:
+        return _settings(parser, values)
+    try:
+        loaded = json.loads(Path(config).read_text())
+        entries = loaded.pop("models")
+    except (OSError, ValueError, KeyError, AttributeError) as exc:
+        parser.error(f"cannot read the config file {config}: {exc}")
+    known = {name for name, _, _ in OPTIONS} - {"config"}
+    unknown = (set(loaded) | {k for e in entries for k in e}) - known
+    if unknown:
+        parser.error(f"unknown settings in {config}: {', '.join(sorted(unknown))}")
+    server = {**loaded, **{k: v for k, v in values.items() if k in SERVER_WIDE}}
+    models = [_settings(parser, {**{k: v for k, v in values.items() if k not in SERVER_WIDE and k != "model"},
+                                 **entry, **server}) for entry in entries]
+    aliases = [m.model_alias for m in models]
+    if len(set(aliases)) != len(aliases):
+        parser.error(f"model aliases must differ: {aliases}")
+    return models
+
+
+def _settings(parser: argparse.ArgumentParser, values: dict) -> Settings:
+    values = dict(values)
     if "model" not in values:
         parser.error("a model is required: --model PATH or MODEL=PATH")
     if not Path(values["model"]).is_file():
