@@ -13,6 +13,7 @@ from pathlib import Path
 from ._version import __version__
 
 try:
+    from . import _pyllama_cffi
     from ._pyllama_cffi import ffi, lib
 except ImportError as exc:  # pragma: no cover - only on a broken install
     raise ImportError(
@@ -37,7 +38,8 @@ if BUILD_VERSION != __version__:
         f"{__version__}; rebuild it (pip install -e . or pip install --force-reinstall pyllama-cffi)"
     )
 
-PACKAGE_DIR = Path(__file__).resolve().parent
+# where the compiled parts live (in an editable install, not next to this file)
+LIBRARY_DIR = Path(_pyllama_cffi.__file__).resolve().parent
 
 
 def _initialise() -> None:
@@ -45,7 +47,7 @@ def _initialise() -> None:
 
     log.install()
     if BUILD_FLAGS.get("GGML_BACKEND_DL", "OFF").upper() in ("ON", "1", "TRUE", "YES"):
-        lib.ggml_backend_load_all_from_path(str(PACKAGE_DIR).encode())
+        lib.ggml_backend_load_all_from_path(str(LIBRARY_DIR).encode())
     lib.llama_backend_init()
 
 
