@@ -46,10 +46,13 @@ class TokenInfo:
 
 @dataclasses.dataclass
 class Event:
+    """Text safe to show, the tokens behind it, and on the last one how and why it ended."""
+
     text: str
     tokens: list[TokenInfo]
     finish_reason: str | None = None
     usage: dict[str, int] | None = None
+    error: str | None = None  # set by the server's engine when generation failed
 
 
 @dataclasses.dataclass

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from models import reference_logits, with_lora, write_lora
-from pyllama import Batch, Context, LlamaError, LoraAdapter, Model
+from pyllama import Batch, Context, LlamaError, LoraAdapter
 from pyllama.enums import GGMLType
 
 PROMPT = "hello world, the solar system"

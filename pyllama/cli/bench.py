@@ -11,7 +11,6 @@ import time
 
 import numpy as np
 
-from . import _options
 
 
 def register(commands: argparse._SubParsersAction) -> None:

@@ -15,11 +15,10 @@ import dataclasses
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
 
 import numpy as np
 
-from .._completion import TokenInfo, _token_info
+from .._completion import Event, _token_info
 from .._text import TextStream
 from ..batch import Batch
 from ..context import Context
@@ -32,15 +31,6 @@ from ..session import common_prefix
 
 class QueueFull(LlamaError):
     """Too many requests are waiting; try again later."""
-
-
-@dataclasses.dataclass
-class Event:
-    text: str
-    tokens: list[TokenInfo]
-    finish_reason: str | None = None
-    usage: dict[str, int] | None = None
-    error: str | None = None
 
 
 @dataclasses.dataclass
