@@ -9,6 +9,7 @@ It never reads tensor data, so it costs a few milliseconds.
 
 from __future__ import annotations
 
+import dataclasses
 import mmap
 import struct
 from pathlib import Path
@@ -77,13 +78,26 @@ class _Reader:
         raise self.fail(f"key {key} has value type {kind}, expected 0..12")
 
 
+@dataclasses.dataclass(frozen=True)
+class TensorInfo:
+    type: int  # ggml_type
+    dims: tuple[int, ...]  # ggml order: dims[0] varies fastest
+    offset: int  # from the start of the file
+    nbytes: int
+
+
 def check_gguf(path: str | Path) -> None:
     """Raise ModelLoadError if ``path`` is not a structurally sound GGUF file."""
-    tensor_sizes(path)
+    tensor_table(path)
 
 
 def tensor_sizes(path: str | Path) -> dict[str, int]:
     """Bytes of each tensor, read from the header of a checked GGUF file."""
+    return {name: info.nbytes for name, info in tensor_table(path).items()}
+
+
+def tensor_table(path: str | Path) -> dict[str, TensorInfo]:
+    """Where each tensor of a checked GGUF file lies, and its type and shape."""
     path = Path(path)
     with path.open("rb") as f:
         size = path.stat().st_size
@@ -93,7 +107,7 @@ def tensor_sizes(path: str | Path) -> dict[str, int]:
             return _check(_Reader(data, path), size)
 
 
-def _check(r: _Reader, size: int) -> dict[str, int]:
+def _check(r: _Reader, size: int) -> dict[str, TensorInfo]:
     if r.take(4, "magic") != MAGIC:
         raise ModelLoadError(f"{r.path}: not a GGUF file (the first bytes are not 'GGUF')")
     version = r.u32("version")
@@ -124,15 +138,16 @@ def _check(r: _Reader, size: int) -> dict[str, int]:
         tensors.append((name, dims, kind, offset))
 
     data_start = -(-r.pos // alignment) * alignment
-    sizes = {}
+    table = {}
     for name, dims, kind, offset in tensors:
-        nbytes = sizes[name] = _tensor_bytes(r, name, dims, kind)
+        nbytes = _tensor_bytes(r, name, dims, kind)
+        table[name] = TensorInfo(kind, tuple(dims), data_start + offset, nbytes)
         if offset % alignment:
             raise r.fail(f"tensor {name} starts at offset {offset}, not a multiple of the alignment {alignment}")
         if data_start + offset + nbytes > size:
             raise r.fail(f"tensor {name} ends at byte {data_start + offset + nbytes}, past the end of the "
                          f"file ({size} bytes); is it truncated?")
-    return sizes
+    return table
 
 
 def _tensor_bytes(r: _Reader, name: str, dims: list[int], kind: int) -> int:

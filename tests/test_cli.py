@@ -190,3 +190,27 @@ def test_instruct_mode_chats_through_the_template(tiny_spm):
     term.read_until("> ", count=2)  # a reply came and the next turn is offered
     term.type("\x04")
     assert term.process.wait(timeout=30) == 0
+
+
+def test_quantize_with_an_importance_matrix(tiny_spm, tmp_path):
+    import gguf
+
+    imatrix = tmp_path / "imatrix.gguf"
+    writer = gguf.GGUFWriter(str(imatrix), "llama")
+    writer.add_string("general.type", "imatrix")
+    rng = np.random.default_rng(1)
+    for name, weight in tiny_spm[1].items():
+        if name.startswith("blk.") and weight.ndim == 2:
+            writer.add_tensor(f"{name}.in_sum2", (rng.random((1, weight.shape[1])) * 50).astype(np.float32))
+            writer.add_tensor(f"{name}.counts", np.array([10.0], dtype=np.float32))
+    writer.write_header_to_file(), writer.write_kv_data_to_file(), writer.write_tensors_to_file(), writer.close()
+    plain, weighted = tmp_path / "plain.gguf", tmp_path / "weighted.gguf"
+    assert pyllama("quantize", str(tiny_spm[0]), str(plain), "Q4_0").returncode == 0
+    result = pyllama("quantize", "--imatrix", str(imatrix), str(tiny_spm[0]), str(weighted), "Q4_0")
+    assert result.returncode == 0, result.stderr
+    assert "imatrix: 14 weights" in result.stdout and "MiB, Q4_0)" in result.stdout
+    assert plain.read_bytes() != weighted.read_bytes()  # the importance changed how blocks were rounded
+    with Model(weighted) as model:
+        assert model.file_type.name == "MOSTLY_Q4_0"
+    bad = pyllama("quantize", "--imatrix", str(tiny_spm[0]), str(tiny_spm[0]), str(tmp_path / "x.gguf"), "Q4_0")
+    assert bad.returncode == 1 and "no importance data" in bad.stderr

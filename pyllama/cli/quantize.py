@@ -46,6 +46,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--allow-requantize", action="store_true", help="allow quantizing already quantized tensors")
     parser.add_argument("--leave-output-tensor", action="store_true", help="keep output.weight unquantized")
     parser.add_argument("--pure", action="store_true", help="use the type for every tensor (no mixes)")
+    parser.add_argument("--imatrix", help="importance matrix GGUF from llama-imatrix")
     parser.add_argument("-t", "--threads", dest="nthread", type=int, default=0)
     parser.set_defaults(run=run)
 
@@ -70,6 +71,17 @@ def run(args: argparse.Namespace) -> int:
     params.allow_requantize = args.allow_requantize
     params.quantize_output_tensor = not args.leave_output_tensor
     params.pure = args.pure
+    if args.imatrix:  # the C arrays below live until this function returns, past the quantize call
+        from ..imatrix import load_imatrix
+
+        entries = load_imatrix(args.imatrix)
+        names = [ffi.new("char[]", weight.encode()) for weight in entries]
+        arrays = [ffi.from_buffer("float[]", values) for values in entries.values()]
+        table = ffi.new("struct llama_model_imatrix_data[]", len(entries) + 1)  # ends with a NULL name
+        for item, c_name, array, values in zip(table, names, arrays, entries.values()):
+            item.name, item.data, item.size = c_name, array, len(values)
+        params.imatrix = table
+        print(f"imatrix: {len(entries)} weights from {args.imatrix}")
     if lib.llama_model_quantize(os.fsencode(args.input), os.fsencode(args.output), params) != 0:
         raise LlamaError(f"quantizing {args.input} failed: {failure_reason()}")
     before, after = Path(args.input).stat().st_size, Path(args.output).stat().st_size
