@@ -18,6 +18,8 @@ MODELS = {
     "tiny-f32": (Shape(n_vocab_extra=31_600), None),
     "small-q8_0": (Shape(n_embd=512, n_head=8, n_head_kv=4, n_layer=8, n_ff=1536, n_vocab_extra=31_600),
                    lib.LLAMA_FTYPE_MOSTLY_Q8_0),
+    "110m-q8_0": (Shape(n_embd=768, n_head=12, n_head_kv=12, n_layer=12, n_ff=2048, n_ctx_train=2048,
+                        n_vocab_extra=31_600), lib.LLAMA_FTYPE_MOSTLY_Q8_0),
     "1b-q4_0": (Shape(n_embd=2048, n_head=32, n_head_kv=8, n_layer=16, n_ff=5632, n_ctx_train=2048,
                       n_vocab_extra=31_600), lib.LLAMA_FTYPE_MOSTLY_Q4_0),
 }

@@ -82,7 +82,7 @@ def main() -> None:
     args = parser.parse_args()
     tools, python = native_tools(), llama_cpp_python()
     rounds = "2" if args.quick else "5"
-    models = ["tiny-f32"] if args.quick else ["tiny-f32", "1b-q4_0"]
+    models = ["tiny-f32"] if args.quick else ["tiny-f32", "110m-q8_0", "1b-q4_0"]
     sections = {
         "Generation loop (Batch + decode + sample) vs llama-bench":
             run("generation_loop.py", "--llama-bench", str(tools / "llama-bench"), "--threads", args.threads,

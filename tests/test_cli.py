@@ -214,3 +214,10 @@ def test_quantize_with_an_importance_matrix(tiny_spm, tmp_path):
         assert model.file_type.name == "MOSTLY_Q4_0"
     bad = pyllama("quantize", "--imatrix", str(tiny_spm[0]), str(tiny_spm[0]), str(tmp_path / "x.gguf"), "Q4_0")
     assert bad.returncode == 1 and "no importance data" in bad.stderr
+
+
+def test_quantize_shows_progress_on_a_terminal(tiny_spm, tmp_path):
+    term = Terminal("quantize", str(tiny_spm[0]), str(tmp_path / "q.gguf"), "Q8_0")
+    term.read_until("100%")
+    assert "quantizing to Q8_0 [" in term.screen
+    assert term.process.wait(timeout=60) == 0

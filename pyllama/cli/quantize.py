@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 import os
+import re
+import sys
 from pathlib import Path
 
 
@@ -35,6 +39,31 @@ def type_table() -> str:
         bpw = bits_per_weight(name)
         lines.append(f"  {value:3d}  {name:<12} {f'{bpw:5.2f} bpw' if bpw else ''}")
     return "\n".join(lines)
+
+
+@contextlib.contextmanager
+def _progress_from_log(label: str):
+    """A progress bar on stderr, driven by the "[  i/  n] tensor ..." lines llama.cpp logs
+    for each tensor (llama_model_quantize has no progress callback)."""
+    from .._progress import progress_bar
+    from ..log import logger
+
+    bar = progress_bar(sys.stderr, label) if sys.stderr.isatty() else None
+
+    class Tensors(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            match = re.match(r"\[\s*(\d+)/\s*(\d+)\]", record.getMessage())
+            if match and bar is not None:
+                bar(int(match.group(1)) / int(match.group(2)))
+
+    handler, level = Tensors(), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(min(level or logging.INFO, logging.INFO))
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -82,7 +111,9 @@ def run(args: argparse.Namespace) -> int:
             item.name, item.data, item.size = c_name, array, len(values)
         params.imatrix = table
         print(f"imatrix: {len(entries)} weights from {args.imatrix}")
-    if lib.llama_model_quantize(os.fsencode(args.input), os.fsencode(args.output), params) != 0:
+    with _progress_from_log(f"quantizing to {name}"):
+        failed = lib.llama_model_quantize(os.fsencode(args.input), os.fsencode(args.output), params) != 0
+    if failed:
         raise LlamaError(f"quantizing {args.input} failed: {failure_reason()}")
     before, after = Path(args.input).stat().st_size, Path(args.output).stat().st_size
     print(f"{args.input} ({before / 2**20:.1f} MiB) -> {args.output} ({after / 2**20:.1f} MiB, {name})")
