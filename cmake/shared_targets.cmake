@@ -32,7 +32,9 @@ function(pyllama_install_in_package destination)
             set_property(TARGET ${target} PROPERTY VERSION)
             set_property(TARGET ${target} PROPERTY SOVERSION)
         endif()
-        set_target_properties(${target} PROPERTIES INSTALL_RPATH "${origin}")
+        # CMAKE_INSTALL_RPATH adds places outside the package (the CUDA wheel: NVIDIA's pip wheels)
+        set(rpath ${origin} ${CMAKE_INSTALL_RPATH})
+        set_target_properties(${target} PROPERTIES INSTALL_RPATH "${rpath}")
         install(TARGETS ${target}
                 LIBRARY DESTINATION ${destination} COMPONENT pyllama
                 RUNTIME DESTINATION ${destination} COMPONENT pyllama

@@ -9,11 +9,10 @@
 #include <stdexcept>
 #include <string>
 
+#include "ggml-backend.h"
+#include "ggml-rpc.h"
 #include "ggml.h"
 #include "llama.h"
-#ifdef PYLLAMA_WITH_RPC
-#include "ggml-rpc.h"
-#endif
 
 namespace {
 
@@ -61,13 +60,18 @@ struct llama_context * pyllama_context_init(struct llama_model * model, struct l
 }
 
 // Registering an RPC server connects to it; an unreachable one is a GGML_ABORT upstream.
+// The function comes from the RPC backend's registry: with GGML_BACKEND_DL (the prebuilt
+// wheels) that backend is a module loaded at run time, not a library this one links.
 ggml_backend_reg_t pyllama_rpc_add_server(const char * endpoint) {
-#ifdef PYLLAMA_WITH_RPC
-    return guarded([&] { return ggml_backend_rpc_add_server(endpoint); });
-#else
-    last_failure = std::string("this build has no RPC backend, cannot reach ") + endpoint;
-    return nullptr;
-#endif
+    ggml_backend_reg_t rpc = ggml_backend_reg_by_name("RPC");
+    auto add_server = rpc ? reinterpret_cast<decltype(&ggml_backend_rpc_add_server)>(
+                                ggml_backend_reg_get_proc_address(rpc, "ggml_backend_rpc_add_server"))
+                          : nullptr;
+    if (!add_server) {
+        last_failure = std::string("this build has no RPC backend, cannot reach ") + endpoint;
+        return nullptr;
+    }
+    return guarded([&] { return add_server(endpoint); });
 }
 
 const char * pyllama_last_failure(void) {

@@ -8,6 +8,7 @@ Python ``logging``, loads dynamically built backends and initialises llama.cpp o
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 from ._version import __version__
@@ -44,11 +45,19 @@ LIBRARY_DIR = Path(_pyllama_cffi.__file__).resolve().parent
 
 def _initialise() -> None:
     from . import log  # installs the log callback before llama.cpp says anything
+    from ._gpu_check import flag_on, unusable_gpu_backends
+    from .errors import GPUUnavailableWarning
 
     log.install()
-    if BUILD_FLAGS.get("GGML_BACKEND_DL", "OFF").upper() in ("ON", "1", "TRUE", "YES"):
+    if flag_on(BUILD_FLAGS.get("GGML_BACKEND_DL")):
         lib.ggml_backend_load_all_from_path(str(LIBRARY_DIR).encode())
     lib.llama_backend_init()
+    device_counts = {}
+    for i in range(lib.ggml_backend_reg_count()):
+        reg = lib.ggml_backend_reg_get(i)
+        device_counts[_text(lib.ggml_backend_reg_name(reg))] = lib.ggml_backend_reg_dev_count(reg)
+    for message in unusable_gpu_backends(BUILD_FLAGS, device_counts, LIBRARY_DIR, log.take_errors()):
+        warnings.warn(message, GPUUnavailableWarning, stacklevel=2)
 
 
 _initialise()

@@ -39,6 +39,10 @@ class DecodeAbortedError(DecodeError):
     """The abort callback stopped the decode (code 2)."""
 
 
+class GPUUnavailableWarning(RuntimeWarning):
+    """The build has a GPU backend that cannot run on this machine, so pyllama uses the CPU."""
+
+
 def check_decode(code: int, what: str = "llama_decode") -> None:
     """Raise the exception that matches a ``llama_decode``/``llama_encode`` return code."""
     if code == 0:

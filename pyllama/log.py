@@ -8,6 +8,7 @@ application configures logging (``logging.basicConfig(level=logging.INFO)``).
 
 from __future__ import annotations
 
+import _thread
 import logging
 import threading
 
@@ -38,7 +39,14 @@ class _Line(threading.local):
 _line = _Line()
 
 
-@ffi.def_extern(onerror=lambda *exc_info: None)
+def _keep_interrupt(exc_type, exc_value, traceback) -> None:
+    # A Ctrl-C that lands while llama.cpp logs cannot cross the C frames. Deliver it again from
+    # another thread, so that it reaches the program once C returns instead of vanishing here.
+    if exc_type is KeyboardInterrupt:
+        _thread.start_new_thread(_thread.interrupt_main, ())  # (threading.Thread.start would wait)
+
+
+@ffi.def_extern(onerror=_keep_interrupt)
 def _pyllama_on_log(level: int, text, user_data) -> None:
     if level != lib.GGML_LOG_LEVEL_CONT:
         _flush()

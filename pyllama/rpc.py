@@ -37,12 +37,15 @@ def serve(host: str = "127.0.0.1", port: int = 50052, *, devices: Sequence[str] 
 
     The protocol has no authentication: bind to a trusted network only.
     """
-    if not lib.llama_supports_rpc():
+    rpc = lib.ggml_backend_reg_by_name(b"RPC")
+    if rpc == ffi.NULL:
         raise LlamaError("this build has no RPC backend (built with -DGGML_RPC=OFF)")
+    # from the registry: a prebuilt wheel loads the RPC backend at run time instead of linking it
+    start_server = ffi.cast("void (*)(const char *, const char *, size_t, size_t, ggml_backend_dev_t *)",
+                            lib.ggml_backend_reg_get_proc_address(rpc, b"ggml_backend_rpc_start_server"))
     chosen = _devices(devices)
     array = ffi.new("ggml_backend_dev_t[]", chosen)
     cache = os.fsencode(cache_dir) if cache_dir else ffi.NULL
     # the server loop runs in C; let Ctrl-C end the process instead of waiting for Python
     signal.signal(signal.SIGINT, signal.SIG_DFL)
-    lib.ggml_backend_rpc_start_server(f"{host}:{port}".encode(), cache, threads or os.cpu_count() or 1,
-                                      len(chosen), array)
+    start_server(f"{host}:{port}".encode(), cache, threads or os.cpu_count() or 1, len(chosen), array)

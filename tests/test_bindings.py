@@ -6,6 +6,7 @@ import re
 import subprocess
 import sys
 import textwrap
+import time
 
 
 import pyllama
@@ -84,3 +85,25 @@ def test_a_stale_compiled_module_is_refused(tmp_path):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
     assert f"compiled module is from version {pyllama.__version__}" in result.stdout
     assert "0.0.0.stale" in result.stdout
+
+
+def test_ctrl_c_inside_a_log_callback_still_reaches_the_program():
+    import logging
+
+    import pytest
+
+    class Interrupting(logging.Handler):
+        def emit(self, record):
+            raise KeyboardInterrupt  # as if SIGINT arrived while the log line was handled
+
+    logger = logging.getLogger("pyllama")
+    handler = Interrupting()
+    logger.addHandler(handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            lib._pyllama_on_log(lib.GGML_LOG_LEVEL_ERROR, b"an error line\n", ffi.NULL)
+            deadline = time.monotonic() + 5  # the interrupt is delivered again once C has returned
+            while time.monotonic() < deadline:
+                pass
+    finally:
+        logger.removeHandler(handler)

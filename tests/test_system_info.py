@@ -61,3 +61,37 @@ def test_info_command_runs_from_any_directory_without_library_path(tmp_path):
     data = json.loads(as_json.stdout)
     assert data["version"] == pyllama.__version__
     assert "CPU" in data["backends"]
+
+
+def test_importing_a_cpu_build_gives_no_gpu_warning(tmp_path):
+    run = subprocess.run([sys.executable, "-W", "error::pyllama.GPUUnavailableWarning", "-c", "import pyllama"],
+                         cwd=tmp_path, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+
+
+def test_gpu_backend_missing_from_a_wheel_is_explained(tmp_path):
+    from pyllama._gpu_check import unusable_gpu_backends
+
+    flags = {"GGML_CUDA": "ON", "GGML_BACKEND_DL": "ON"}
+    [message] = unusable_gpu_backends(flags, {"CPU": 1}, tmp_path, [])
+    assert "built for CUDA" in message and "libggml-cuda.so is not installed" in message
+    assert message.endswith("everything will run on the CPU")
+
+
+def test_gpu_backend_that_fails_to_load_names_the_loader_error(tmp_path):
+    from pyllama._gpu_check import unusable_gpu_backends
+
+    (tmp_path / "libggml-cuda.so").write_bytes(b"not a shared library")
+    [message] = unusable_gpu_backends({"GGML_CUDA": "ON", "GGML_BACKEND_DL": "ON"}, {"CPU": 1}, tmp_path, [])
+    assert "libggml-cuda.so" in message and ("ELF" in message or "too short" in message), message
+
+
+def test_gpu_backend_without_devices_says_why_and_falls_back_to_cpu(tmp_path):
+    from pyllama._gpu_check import unusable_gpu_backends
+
+    said = ["ggml_cuda_init: failed to initialize CUDA: no CUDA-capable device is detected"]
+    [message] = unusable_gpu_backends({"GGML_CUDA": "ON"}, {"CPU": 1, "CUDA": 0}, tmp_path, said)
+    assert "no CUDA device was found" in message and said[0] in message
+    assert "CUDA_VISIBLE_DEVICES" in message
+    assert unusable_gpu_backends({"GGML_CUDA": "ON"}, {"CPU": 1, "CUDA": 2}, tmp_path, []) == []
+    assert unusable_gpu_backends({"GGML_CUDA": "OFF", "GGML_VULKAN": "OFF"}, {"CPU": 1}, tmp_path, []) == []
