@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 import pyllama
 from pyllama import system_info
 from pyllama._ffi import BUILD_FLAGS
@@ -64,6 +66,10 @@ def test_info_command_runs_from_any_directory_without_library_path(tmp_path):
 
 
 def test_importing_a_cpu_build_gives_no_gpu_warning(tmp_path):
+    from pyllama._gpu_check import GPU_BACKENDS
+
+    if any(built_with(flag) for flag in GPU_BACKENDS):
+        pytest.skip("a GPU build: whether it warns depends on this machine's GPU")
     run = subprocess.run([sys.executable, "-W", "error::pyllama.GPUUnavailableWarning", "-c", "import pyllama"],
                          cwd=tmp_path, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
@@ -95,3 +101,42 @@ def test_gpu_backend_without_devices_says_why_and_falls_back_to_cpu(tmp_path):
     assert "CUDA_VISIBLE_DEVICES" in message
     assert unusable_gpu_backends({"GGML_CUDA": "ON"}, {"CPU": 1, "CUDA": 2}, tmp_path, []) == []
     assert unusable_gpu_backends({"GGML_CUDA": "OFF", "GGML_VULKAN": "OFF"}, {"CPU": 1}, tmp_path, []) == []
+
+
+def gpu_build() -> bool:
+    from pyllama._gpu_check import GPU_BACKENDS
+
+    return any(built_with(flag) for flag in GPU_BACKENDS)
+
+
+def has_gpu() -> bool:
+    return any(device.type in (DeviceType.GPU, DeviceType.IGPU) for device in system_info().devices
+               if device.backend != "RPC")
+
+
+def test_gpu_build_without_a_gpu_warns_once_and_generates_on_the_cpu(tiny_spm, tmp_path):
+    if not gpu_build() or has_gpu():
+        pytest.skip("for a GPU build (the CUDA wheel) on a machine without a usable GPU")
+    code = ("import warnings; warnings.simplefilter('always'); import pyllama; "
+            f"llm = pyllama.Llama({str(tiny_spm[0])!r}, n_gpu_layers=-1, n_ctx=64); "
+            "print(llm('hello', max_tokens=4)['usage']['completion_tokens'])")
+    run = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    said = [line for line in run.stderr.splitlines() if "GPUUnavailableWarning" in line]
+    assert len(said) == 1 and "everything will run on the CPU" in said[0], run.stderr
+    assert run.stdout.strip() == "4"
+
+
+def test_gpu_build_with_a_gpu_offloads_every_layer(tiny_spm, caplog):
+    if not gpu_build() or not has_gpu():
+        pytest.skip("for a GPU build on a machine with a GPU")
+    import re
+
+    from pyllama import Llama
+
+    with caplog.at_level("INFO", logger="pyllama"):
+        llm = Llama(str(tiny_spm[0]), n_gpu_layers=-1, n_ctx=64, seed=1)
+    offloaded = [re.search(r"offloaded (\d+)/(\d+) layers to GPU", r.getMessage()) for r in caplog.records]
+    done, total = next(found.groups() for found in offloaded if found)
+    assert done == total and int(total) > 0
+    assert llm("hello", max_tokens=4)["usage"]["completion_tokens"] == 4
