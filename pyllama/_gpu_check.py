@@ -58,6 +58,8 @@ def unusable_gpu_backends(build_flags: Mapping[str, str], device_counts: Mapping
                 reason = _load_error(backend_module(library_dir, stem))
             else:
                 reason = "it did not register"
+            if name == "CUDA" and "libcu" in reason:
+                reason += "; NVIDIA's pip wheels nvidia-cuda-runtime and nvidia-cublas (-cu12 for CUDA 12) have it"
             messages.append(f"pyllama was built for {name}, but its {name} backend could not be loaded "
                             f"({reason}); everything will run on the CPU")
         elif device_counts[name] == 0:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import signal
 import subprocess
 import sys
 import textwrap
@@ -99,6 +100,8 @@ def test_ctrl_c_inside_a_log_callback_still_reaches_the_program():
     logger = logging.getLogger("pyllama")
     handler = Interrupting()
     logger.addHandler(handler)
+    # Python's own SIGINT handler, even where a background shell started the tests with SIGINT ignored
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         with pytest.raises(KeyboardInterrupt):
             lib._pyllama_on_log(lib.GGML_LOG_LEVEL_ERROR, b"an error line\n", ffi.NULL)
@@ -107,3 +110,4 @@ def test_ctrl_c_inside_a_log_callback_still_reaches_the_program():
                 pass
     finally:
         logger.removeHandler(handler)
+        signal.signal(signal.SIGINT, previous)

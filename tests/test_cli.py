@@ -9,6 +9,7 @@ import json
 import os
 import pty
 import select
+import signal
 import subprocess
 import sys
 import termios
@@ -133,9 +134,11 @@ class Terminal:
 
     @staticmethod
     def _controlling_terminal() -> None:
-        """In the child: a new session whose controlling terminal is the pty, so Ctrl-C is a SIGINT."""
+        """In the child: a new session whose controlling terminal is the pty, so Ctrl-C is a SIGINT
+        (not ignored, as it is when the tests themselves run in the background of a shell)."""
         os.setsid()
         fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
 
     def read_until(self, text: str, timeout: float = 60, count: int = 1) -> str:
         deadline = time.monotonic() + timeout

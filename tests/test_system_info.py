@@ -140,3 +140,13 @@ def test_gpu_build_with_a_gpu_offloads_every_layer(tiny_spm, caplog):
     done, total = next(found.groups() for found in offloaded if found)
     assert done == total and int(total) > 0
     assert llm("hello", max_tokens=4)["usage"]["completion_tokens"] == 4
+
+
+def test_cuda_backend_missing_a_runtime_library_names_the_wheels_that_have_it(tmp_path, monkeypatch):
+    from pyllama import _gpu_check
+
+    (tmp_path / "libggml-cuda.so").write_bytes(b"")
+    monkeypatch.setattr(_gpu_check, "_load_error",
+                        lambda module: "libcublas.so.13: cannot open shared object file: No such file or directory")
+    [message] = _gpu_check.unusable_gpu_backends({"GGML_CUDA": "ON", "GGML_BACKEND_DL": "ON"}, {"CPU": 1}, tmp_path, [])
+    assert "libcublas.so.13: cannot open" in message and "nvidia-cublas" in message
