@@ -18,6 +18,7 @@ import time
 import numpy as np
 import pytest
 
+from conftest import without_gpu_warning
 from models import reference_logits
 from pyllama import Model
 
@@ -113,7 +114,7 @@ def test_fit_and_info(tiny_spm):
 def test_errors_are_one_line(args, code, fragment, tiny_spm):
     result = pyllama(*args)
     assert result.returncode == code
-    lines = result.stderr.strip().splitlines()
+    lines = without_gpu_warning(result.stderr).strip().splitlines()
     assert len(lines) == 1 and fragment in lines[0] and "Traceback" not in result.stderr
 
 

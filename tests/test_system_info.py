@@ -28,7 +28,7 @@ def test_reports_version_commit_and_cpu_device():
     assert "CPU" in info.backends
     cpu = [d for d in info.devices if d.type == DeviceType.CPU]
     assert cpu and cpu[0].memory_total > 0
-    assert info.features.startswith("CPU :")
+    assert "CPU :" in info.features  # after the GPU backend's features in a GPU build
     assert info.mmap
 
 
@@ -56,7 +56,7 @@ def test_info_command_runs_from_any_directory_without_library_path(tmp_path):
     assert result.returncode == 0, result.stderr
     assert f"pyllama {pyllama.__version__}" in result.stdout
     assert system_info().llama_cpp_commit in result.stdout
-    assert "features: CPU :" in result.stdout
+    assert "CPU :" in next(line for line in result.stdout.splitlines() if line.startswith("features: "))
 
     as_json = subprocess.run([sys.executable, "-m", "pyllama", "info", "--json"], capture_output=True,
                              text=True, cwd=tmp_path, env=env)
