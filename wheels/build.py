@@ -9,7 +9,8 @@
   (GGML_CUDA_NO_VMM), so without a GPU or driver the wheel imports, warns once and runs on
   the CPU. PyPI has no CUDA 12 nvcc (nvidia-cuda-nvcc-cu12 holds only ptxas), so a cu12 wheel
   needs a toolkit from NVIDIA's repository, as the workflow installs one.
-- vulkan: needs the Vulkan SDK. metal: macOS arm64 only (the cibuildwheel settings in
+- vulkan: the CPU variants plus Vulkan (needs the Vulkan headers and glslc to build; uses the
+  system's Vulkan loader at run time). metal: macOS arm64 only (the cibuildwheel settings in
   pyproject.toml and .github/workflows/wheels.yml).
 
 Linux wheels go through ``auditwheel repair``: the manylinux tag follows the glibc of the build
@@ -78,7 +79,7 @@ def cmake_args(args: argparse.Namespace) -> list[str]:
                 f"-DCMAKE_CUDA_FLAGS=-I{include}", f"-DCMAKE_CXX_FLAGS=-I{include}",
                 f"-DCMAKE_INSTALL_RPATH={rpath}"]
     if args.backend == "vulkan":
-        return ["-DGGML_VULKAN=ON", "-DGGML_NATIVE=OFF"]
+        return [*CPU_VARIANTS, "-DGGML_VULKAN=ON"]
     if sys.platform != "darwin":
         raise SystemExit("the Metal wheel builds on macOS arm64 only (.github/workflows/wheels.yml)")
     return ["-DGGML_METAL=ON", "-DGGML_METAL_EMBED_LIBRARY=ON", "-DGGML_NATIVE=OFF"]
@@ -97,11 +98,11 @@ def main() -> int:
         args.cuda_major = args.cuda_version.split(".")[0]
         if args.cuda_major not in CUDA_WHEELS:
             raise SystemExit(f"CUDA {args.cuda_version} at {args.cuda_home}: only CUDA 12 and 13 have runtime wheels")
+    env = {**os.environ, "CMAKE_ARGS": " ".join(cmake_args(args))}
     label = f"cu{args.cuda_major}" if args.backend == "cuda" else args.backend
     out = DIST / label
     out.mkdir(parents=True, exist_ok=True)
     raw = Path(tempfile.mkdtemp(prefix="pyllama-wheel-"))
-    env = {**os.environ, "CMAKE_ARGS": " ".join(cmake_args(args))}
     start = time.monotonic()
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", str(ROOT), "-w", str(raw),
                     "--config-settings=build-dir=" + str(ROOT / "build" / f"wheel-{label}")], env=env, check=True)
@@ -112,6 +113,8 @@ def main() -> int:
         if args.backend == "cuda":
             for library in CUDA_LIBRARIES:
                 excludes += ["--exclude", library.format(v=args.cuda_major)]
+        if args.backend == "vulkan":  # the system's Vulkan loader, which finds the GPU's driver
+            excludes += ["--exclude", "libvulkan.so.1"]
         subprocess.run([sys.executable, "-m", "auditwheel", "repair", str(wheel), "-w", str(out), *excludes],
                        check=True)
     else:
