@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import subprocess
 import sys
@@ -79,3 +80,50 @@ def test_cpu_wheel_gets_the_commit_but_no_cuda_dependency(tmp_path):
     headers = read_headers(wheel)
     assert [value for name, value in headers if name == "Requires-Dist"] == ["cffi>=1.17"]
     assert any(name == "Project-URL" and value.startswith("llama.cpp, ") for name, value in headers)
+
+
+PREBUILT_MODE_CHECK = """
+import sys
+import pyllama
+from pyllama import LlamaError, Model, system_info
+from pyllama._ffi import BUILD_FLAGS, LIBRARY_DIR
+
+assert LIBRARY_DIR.is_relative_to(sys.argv[1]), LIBRARY_DIR  # the wheel, not the editable install
+assert BUILD_FLAGS["GGML_BACKEND_DL"] == "ON"
+assert {"CPU", "RPC"} <= set(system_info().backends), system_info().backends
+llm = pyllama.Llama(sys.argv[2], n_ctx=64, seed=1)
+assert llm("hello", max_tokens=4)["usage"]["completion_tokens"] == 4
+try:
+    Model(sys.argv[2], rpc_servers=[f"127.0.0.1:{sys.argv[3]}"], n_gpu_layers=-1)
+except LlamaError as error:
+    print("rpc:", error)
+"""
+
+
+def test_wheel_with_backends_as_modules_generates_and_reaches_rpc(tmp_path, tiny_spm):
+    """The prebuilt wheels' mode (GGML_BACKEND_DL): the CPU and RPC backends are modules loaded
+    at import, not libraries the bindings link; a wheel built so must still do everything."""
+    import socket
+    import sysconfig
+    import zipfile
+
+    env = {**os.environ, "CMAKE_ARGS": "-DGGML_BACKEND_DL=ON -DGGML_NATIVE=OFF"}  # one CPU module (fast to build)
+    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", str(REPO),
+                            "-w", str(tmp_path / "dist"), f"--config-settings=build-dir={tmp_path / 'build'}"],
+                           env=env, capture_output=True, text=True)
+    assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
+    unpacked = tmp_path / "site"
+    with zipfile.ZipFile(next((tmp_path / "dist").glob("*.whl"))) as wheel:
+        wheel.extractall(unpacked)
+    for library in unpacked.glob("pyllama/*.so"):
+        library.chmod(0o755)  # zipfile drops the mode bits pip would restore
+
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    # -S: no .pth files, so the editable install's import hook cannot shadow the unpacked wheel
+    path = os.pathsep.join([str(unpacked), sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]])
+    run = subprocess.run([sys.executable, "-S", "-c", PREBUILT_MODE_CHECK, str(unpacked), str(tiny_spm[0]), str(port)],
+                         env={**os.environ, "PYTHONPATH": path}, capture_output=True, text=True, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert f"127.0.0.1:{port}" in run.stdout
