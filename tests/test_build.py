@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -76,7 +77,9 @@ def test_cpu_only_configuration_passes_the_backend_check(tmp_path):
 
 
 def test_missing_gpu_toolkit_fails_the_real_configure(tmp_path, llama_cpp_dir):
-    # This machine has no Vulkan SDK: the real build must stop, naming what is missing.
+    # Without the Vulkan SDK (CI's machine) the real build must stop, naming what is missing.
+    if shutil.which("glslc") and Path("/usr/include/vulkan/vulkan.h").exists():
+        pytest.skip("this machine has a Vulkan SDK")
     result = subprocess.run([CMAKE, "-S", str(REPO), "-B", str(tmp_path), "-DGGML_VULKAN=on"],
                             capture_output=True, text=True)
     assert result.returncode != 0

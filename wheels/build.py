@@ -9,8 +9,9 @@
   (GGML_CUDA_NO_VMM), so without a GPU or driver the wheel imports, warns once and runs on
   the CPU. PyPI has no CUDA 12 nvcc (nvidia-cuda-nvcc-cu12 holds only ptxas), so a cu12 wheel
   needs a toolkit from NVIDIA's repository, as the workflow installs one.
-- vulkan: the CPU variants plus Vulkan (needs the Vulkan headers and glslc to build; uses the
-  system's Vulkan loader at run time). metal: macOS arm64 only (the cibuildwheel settings in
+- vulkan: the CPU variants plus Vulkan (needs glslc and Vulkan headers 1.3.261 or newer, for
+  VK_EXT_layer_settings: Debian 12's 1.3.239 is too old; uses the system's Vulkan loader at
+  run time). metal: macOS arm64 only (the cibuildwheel settings in
   pyproject.toml and .github/workflows/wheels.yml).
 
 Linux wheels go through ``auditwheel repair``: the manylinux tag follows the glibc of the build
