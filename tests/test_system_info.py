@@ -12,13 +12,12 @@ import pytest
 import pyllama
 from pyllama import system_info
 from pyllama._ffi import BUILD_FLAGS
+from pyllama._gpu_check import flag_on
 from pyllama.enums import DeviceType
-
-ON = {"ON", "1", "TRUE", "YES"}
 
 
 def built_with(flag: str) -> bool:
-    return BUILD_FLAGS.get(flag, "OFF").upper() in ON
+    return flag_on(BUILD_FLAGS.get(flag))
 
 
 def test_reports_version_commit_and_cpu_device():
@@ -66,9 +65,7 @@ def test_info_command_runs_from_any_directory_without_library_path(tmp_path):
 
 
 def test_importing_a_cpu_build_gives_no_gpu_warning(tmp_path):
-    from pyllama._gpu_check import GPU_BACKENDS
-
-    if any(built_with(flag) for flag in GPU_BACKENDS):
+    if gpu_build():
         pytest.skip("a GPU build: whether it warns depends on this machine's GPU")
     run = subprocess.run([sys.executable, "-W", "error::pyllama.GPUUnavailableWarning", "-c", "import pyllama"],
                          cwd=tmp_path, capture_output=True, text=True)

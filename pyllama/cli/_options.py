@@ -36,6 +36,12 @@ def sampling_kwargs(args: argparse.Namespace, llm: Any) -> dict[str, Any]:
     return kwargs
 
 
+def add_prompt(parser: argparse.ArgumentParser, what: str = "the prompt") -> None:
+    """-p TEXT or -f FILE, read back by :func:`prompt_of`."""
+    parser.add_argument("-p", "--prompt", default="")
+    parser.add_argument("-f", "--file", help=f"read {what} from a file")
+
+
 def prompt_of(args: argparse.Namespace) -> str:
     if getattr(args, "file", None):
         return Path(args.file).read_text(encoding="utf-8")

@@ -12,8 +12,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser("complete", help="complete a prompt once and print the timings")
     _options.add_model(parser)
     _options.add_sampling(parser)
-    parser.add_argument("-p", "--prompt", default="")
-    parser.add_argument("-f", "--file", help="read the prompt from a file")
+    _options.add_prompt(parser)
     parser.set_defaults(run=run)
 
 

@@ -15,8 +15,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     _options.add_sampling(parser)
     parser.add_argument("-md", "--model-draft", dest="draft", required=True, help="draft GGUF (same vocabulary)")
     parser.add_argument("--draft", dest="n_draft", type=int, default=8, help="tokens to draft per step")
-    parser.add_argument("-p", "--prompt", default="")
-    parser.add_argument("-f", "--file")
+    _options.add_prompt(parser)
     parser.add_argument("-e", "--escape", action="store_true", help="process escapes (\\n) in the prompt")
     parser.set_defaults(run=run)
 
