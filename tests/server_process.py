@@ -18,8 +18,10 @@ def free_port() -> int:
 
 @contextmanager
 def running_server(model, *args: str, timeout: float = 60):
+    """``model=None`` starts it without --model (the demo model's fallback)."""
     port = free_port()
-    command = [sys.executable, "-m", "pyllama.server", "--model", str(model), "--port", str(port), *args]
+    model_flag = [] if model is None else ["--model", str(model)]
+    command = [sys.executable, "-m", "pyllama.server", *model_flag, "--port", str(port), *args]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + timeout

@@ -7,8 +7,13 @@ from pathlib import Path
 from typing import Any
 
 
-def add_model(parser: argparse.ArgumentParser, ctx: int = 512) -> None:
-    parser.add_argument("-m", "--model", required=True, help="GGUF model file")
+def add_model(parser: argparse.ArgumentParser, ctx: int = 512, demo: bool = False) -> None:
+    """``demo=True``: -m may be left out, and :func:`model_of` falls back to the demo model."""
+    if demo:
+        parser.add_argument("-m", "--model", default=None,
+                            help='GGUF model file (default: the demo model of pip install "pyllama-cffi[demo]")')
+    else:
+        parser.add_argument("-m", "--model", required=True, help="GGUF model file")
     parser.add_argument("-c", "--ctx-size", dest="n_ctx", type=int, default=ctx, help=f"context size (default {ctx})")
     parser.add_argument("-b", "--batch-size", dest="n_batch", type=int, default=512, help="batch size (default 512)")
     parser.add_argument("-t", "--threads", dest="n_threads", type=int, default=None, help="CPU threads")
@@ -46,6 +51,15 @@ def prompt_of(args: argparse.Namespace) -> str:
     if getattr(args, "file", None):
         return Path(args.file).read_text(encoding="utf-8")
     return args.prompt or ""
+
+
+def model_of(args: argparse.Namespace) -> str:
+    """The -m path, or the demo model (one line says so); without one, NoModelError says how to get one."""
+    if args.model:
+        return args.model
+    from .. import demo
+
+    return demo.default_model()
 
 
 def llama_kwargs(args: argparse.Namespace) -> dict[str, Any]:

@@ -18,7 +18,7 @@ COLOR_USER, COLOR_RESET = "\033[32m", "\033[0m"
 
 def register(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser("chat", help="interactive chat or text continuation (like main -i)")
-    _options.add_model(parser)
+    _options.add_model(parser, demo=True)
     _options.add_sampling(parser)
     _options.add_prompt(parser, "the initial prompt")
     parser.add_argument("-i", "--interactive", action="store_true", help="(always interactive; kept for main's flags)")
@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
 
     # -n -1: until the context ends, or with --keep (the context shifts) until Ctrl-C or a reverse prompt
     max_tokens = args.n_predict if args.n_predict > 0 else (2**31 - 1 if args.keep > 0 else None)
-    with Llama(args.model, context_shift_keep=args.keep, **_options.llama_kwargs(args)) as llm:
+    with Llama(_options.model_of(args), context_shift_keep=args.keep, **_options.llama_kwargs(args)) as llm:
         sampling = _options.sampling_kwargs(args, llm)
         if args.instruct:
             session = ChatSession(llm, args.system_prompt or _options.prompt_of(args) or None,

@@ -101,6 +101,8 @@ def parse(argv: Sequence[str] | None = None) -> Settings | list[Settings]:
             values[name] = value
     config = values.pop("config", None)
     if config is None:
+        if "model" not in values:
+            values["model"] = _demo_model(parser)
         return _settings(parser, values)
     try:
         loaded = json.loads(Path(config).read_text())
@@ -118,6 +120,18 @@ def parse(argv: Sequence[str] | None = None) -> Settings | list[Settings]:
     if len(set(aliases)) != len(aliases):
         parser.error(f"model aliases must differ: {aliases}")
     return models
+
+
+def _demo_model(parser: argparse.ArgumentParser) -> str:
+    """No --model or MODEL: the demo model when installed, else one line saying how to get a model."""
+    from .. import demo
+
+    try:
+        return demo.default_model()
+    except demo.NoModelError as exc:
+        parser.exit(2, f"{parser.prog}: error: {exc}\n")
+    except (OSError, ValueError) as exc:  # a full disk or a corrupt chunk while assembling it
+        parser.exit(1, f"{parser.prog}: error: cannot assemble the demo model: {exc}\n")
 
 
 def _settings(parser: argparse.ArgumentParser, values: dict) -> Settings:
