@@ -9,7 +9,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from models import Shape, write_llama  # noqa: E402
 
-from pyllama._ffi import ffi, lib  # noqa: E402
+from pyllama._binding import ffi, lib  # noqa: E402
 
 CACHE = Path(__file__).resolve().parent / ".models"
 

@@ -20,7 +20,7 @@ N = 1_000_000
 PYLLAMA = textwrap.dedent("""
     import json, sys, timeit
     import pyllama
-    from pyllama._ffi import lib
+    from pyllama._binding import lib
     model = pyllama.Model(sys.argv[1], vocab_only=True)
     vocab = lib.llama_model_get_vocab(model._ptr)
     f = lib.llama_vocab_n_tokens

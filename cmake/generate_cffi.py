@@ -57,11 +57,20 @@ extern "Python" bool _pyllama_on_progress(float progress, void * user_data);
 extern "Python" bool _pyllama_on_abort(void * user_data);
 """
 
-# Calls wrapped in csrc/guarded_calls.cpp so that a GGML_ASSERT in them becomes an error.
+# Calls wrapped in csrc/guarded_calls.cpp so that a GGML_ASSERT or C++ exception in them becomes an error.
 GUARDED_CALLS = """
 struct llama_model * pyllama_model_load(const char * path, struct llama_model_params params);
 struct llama_context * pyllama_context_init(struct llama_model * model, struct llama_context_params params);
 ggml_backend_reg_t pyllama_rpc_add_server(const char * endpoint);
+llama_token pyllama_sampler_sample(struct llama_sampler * sampler, struct llama_context * ctx, int32_t idx);
+bool pyllama_sampler_accept(struct llama_sampler * sampler, llama_token token);
+bool pyllama_sampler_apply(struct llama_sampler * sampler, llama_token_data_array * candidates);
+bool pyllama_sampler_reset(struct llama_sampler * sampler);
+struct llama_sampler * pyllama_sampler_init_grammar(const struct llama_vocab * vocab, const char * grammar,
+                                                    const char * root);
+struct llama_sampler * pyllama_sampler_init_grammar_lazy_patterns(
+    const struct llama_vocab * vocab, const char * grammar, const char * root, const char ** trigger_patterns,
+    size_t n_trigger_patterns, const llama_token * trigger_tokens, size_t n_trigger_tokens);
 const char * pyllama_last_failure(void);
 """
 

@@ -1,9 +1,11 @@
 // llama.cpp checks some invariants of a model file with GGML_ASSERT, which aborts the
-// process. pyllama promises an exception instead. These wrappers install a ggml abort
-// callback that, while a guarded call runs on this thread, throws a C++ exception; the
-// exception unwinds to the wrapper (llama.cpp's own loader catches it on the way and
-// cleans up), and Python gets a NULL with the message. Outside a guarded call the
-// callback prints the message and ggml aborts as it always did.
+// process, and its grammar sampler throws C++ exceptions while sampling ("Unexpected empty
+// grammar stack"), which would end the process at the C boundary. pyllama promises an
+// exception instead. These wrappers install a ggml abort callback that, while a guarded
+// call runs on this thread, throws a C++ exception; the exception (or one llama.cpp threw
+// itself) unwinds to the wrapper (llama.cpp's own loader catches it on the way and cleans
+// up), and Python gets a failure value (NULL, LLAMA_TOKEN_NULL, false) with the message.
+// Outside a guarded call the callback prints the message and ggml aborts as it always did.
 
 #include <cstdio>
 #include <stdexcept>
@@ -37,16 +39,21 @@ struct Guard {
 
 }  // namespace
 
-// Runs a llama.cpp call that returns a pointer; an assertion inside it yields nullptr.
-template <typename Call>
-auto guarded(Call && call) -> decltype(call()) {
+// Runs a llama.cpp call; an assertion or exception inside it yields ``failed``.
+template <typename Result, typename Call>
+Result guarded(Result failed, Call && call) {
     Guard guard;
     try {
         return call();
     } catch (const std::exception & e) {
         last_failure = e.what();
-        return nullptr;
+        return failed;
     }
+}
+
+template <typename Call>
+auto guarded(Call && call) -> decltype(call()) {
+    return guarded<decltype(call())>(nullptr, call);
 }
 
 extern "C" {
@@ -72,6 +79,40 @@ ggml_backend_reg_t pyllama_rpc_add_server(const char * endpoint) {
         return nullptr;
     }
     return guarded([&] { return add_server(endpoint); });
+}
+
+// Sampling: the grammar stage throws when a token leaves it no way to go on, and the chain
+// asserts on states it does not expect. The sampler is unusable afterwards; the caller ends
+// that request.
+llama_token pyllama_sampler_sample(struct llama_sampler * sampler, struct llama_context * ctx, int32_t idx) {
+    return guarded(LLAMA_TOKEN_NULL, [&] { return llama_sampler_sample(sampler, ctx, idx); });
+}
+
+bool pyllama_sampler_accept(struct llama_sampler * sampler, llama_token token) {
+    return guarded(false, [&] { llama_sampler_accept(sampler, token); return true; });
+}
+
+bool pyllama_sampler_apply(struct llama_sampler * sampler, llama_token_data_array * candidates) {
+    return guarded(false, [&] { llama_sampler_apply(sampler, candidates); return true; });
+}
+
+bool pyllama_sampler_reset(struct llama_sampler * sampler) {
+    return guarded(false, [&] { llama_sampler_reset(sampler); return true; });
+}
+
+// A grammar that does not parse is a nullptr upstream already; invalid trigger regexes throw.
+struct llama_sampler * pyllama_sampler_init_grammar(const struct llama_vocab * vocab, const char * grammar,
+                                                    const char * root) {
+    return guarded([&] { return llama_sampler_init_grammar(vocab, grammar, root); });
+}
+
+struct llama_sampler * pyllama_sampler_init_grammar_lazy_patterns(
+        const struct llama_vocab * vocab, const char * grammar, const char * root, const char ** trigger_patterns,
+        size_t n_trigger_patterns, const llama_token * trigger_tokens, size_t n_trigger_tokens) {
+    return guarded([&] {
+        return llama_sampler_init_grammar_lazy_patterns(vocab, grammar, root, trigger_patterns, n_trigger_patterns,
+                                                        trigger_tokens, n_trigger_tokens);
+    });
 }
 
 const char * pyllama_last_failure(void) {

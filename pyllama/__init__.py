@@ -13,20 +13,22 @@ from .errors import (
     KVCacheFullError,
     LlamaError,
     ModelLoadError,
+    SamplingError,
 )
-from .llama import Llama, LlamaState
+from .conversation import ChatSession
+from .generation import (ContextFullError, DiskCache, DraftModel, LlamaState, PromptLookupDecoding, RAMCache,
+                         SamplingParams, Session)
+from .llama import Llama
 from .lora import LoraAdapter
 from .model import Model
 from .sampler import Sampler
-from .sampling import SamplingParams
-from .session import ContextFullError, Session
-from .speculative import DraftModel, PromptLookupDecoding
 from .system import Device, SystemInfo, system_info
 from .vocab import Vocab
 
 __all__ = [
     "__version__",
     "Batch",
+    "ChatSession",
     "Context",
     "Llama",
     "LlamaState",
@@ -46,11 +48,14 @@ __all__ = [
     "DecodeError",
     "GPUUnavailableWarning",
     "Device",
+    "DiskCache",
     "DraftModel",
     "PromptLookupDecoding",
+    "RAMCache",
     "KVCacheFullError",
     "LlamaError",
     "ModelLoadError",
+    "SamplingError",
     "SystemInfo",
     "system_info",
 ]

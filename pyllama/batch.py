@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from ._ffi import ffi
+from ._binding import ffi
 
 
 class Batch:

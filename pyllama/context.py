@@ -11,10 +11,10 @@ from typing import Any
 
 import numpy as np
 
-from . import log
-from ._callbacks import CallbackSlot
-from ._ffi import ffi, lib
-from ._native import NativeObject, owned
+from ._binding import log
+from ._binding.callbacks import CallbackSlot
+from ._binding import ffi, lib
+from ._binding.native import NativeObject, owned
 from .batch import Batch
 from .enums import AttentionType, FlashAttnType, GGMLType, PoolingType, RopeScalingType
 from .errors import ContextCreationError, DecodeError, LlamaError, check_decode

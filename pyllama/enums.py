@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 
-from ._ffi import ffi
+from ._binding import ffi
 
 
 def _from_c(name: str, c_enum: str, prefix: str) -> type[enum.IntEnum]:

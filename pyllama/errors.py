@@ -39,6 +39,10 @@ class DecodeAbortedError(DecodeError):
     """The abort callback stopped the decode (code 2)."""
 
 
+class SamplingError(LlamaError):
+    """A sampler stage failed (a grammar left with no way to go on): the sampler is unusable."""
+
+
 class GPUUnavailableWarning(RuntimeWarning):
     """The build has a GPU backend that cannot run on this machine, so pyllama uses the CPU."""
 

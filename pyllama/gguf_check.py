@@ -14,7 +14,7 @@ import mmap
 import struct
 from pathlib import Path
 
-from ._ffi import lib
+from ._binding import lib
 from .errors import ModelLoadError
 
 MAGIC = b"GGUF"

@@ -9,7 +9,6 @@ call at a time: concurrent calls from several threads wait for each other.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import threading
 import time
@@ -19,7 +18,6 @@ from typing import Any, Union
 
 import numpy as np
 
-from . import _completion
 from .batch import Batch
 from .context import Context
 from .enums import FlashAttnType, GGMLType, PoolingType, RopeScalingType, SplitMode
@@ -27,24 +25,17 @@ from .errors import ContextOverflowError
 from .lora import LoraAdapter
 from .model import KvValue, Model
 from .sampler import DEFAULT_SEED
-from .sampling import SamplingParams
-from .session import Session, common_prefix
-from .speculative import DraftModel
+from .generation import core as _completion
+from .generation.cache import LlamaState
+from .generation.params import SamplingParams
+from .generation.session import Session, common_prefix
+from .generation.speculative import DraftModel
 
 Prompt = Union[str, Sequence[int]]
 
 # llama-cpp-python constructor arguments that have no effect here (kept so ported code runs)
 _IGNORED = {"logits_all", "numa", "last_n_tokens_size", "offload_kqv_warned", "mul_mat_q", "f16_kv",
             "low_vram", "embd_normalize", "type_k_warned", "spm_infill", "swa_full", "no_perf"}
-
-
-@dataclasses.dataclass(frozen=True)
-class LlamaState:
-    """A saved session: the tokens and llama.cpp's state bytes for them."""
-
-    tokens: tuple[int, ...]
-    state: bytes
-    seed: int
 
 
 class Llama:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 
-from . import log
-from ._ffi import ffi, lib
-from ._native import NativeObject, owned
+from ._binding import log
+from ._binding import ffi, lib
+from ._binding.native import NativeObject, owned
 from .errors import LlamaError
 from .model import Model
 

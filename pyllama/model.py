@@ -9,11 +9,11 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Union
 
-from . import log
-from ._callbacks import CallbackSlot
+from ._binding import log
+from ._binding.callbacks import CallbackSlot
 from ._progress import progress_bar
-from ._ffi import ffi, lib
-from ._native import NativeObject, owned
+from ._binding import ffi, lib
+from ._binding.native import NativeObject, owned
 from .enums import FileType, RopeType, SplitMode
 from .errors import ModelLoadError
 from .gguf_check import check_gguf

@@ -11,7 +11,7 @@ import os
 import signal
 from collections.abc import Sequence
 
-from ._ffi import ffi, lib
+from ._binding import ffi, lib
 from .errors import LlamaError
 
 

@@ -14,10 +14,11 @@ from typing import Any
 
 import numpy as np
 
-from . import log
-from ._ffi import ffi, lib
-from ._native import NativeObject, owned
+from ._binding import log
+from ._binding import ffi, lib
+from ._binding.native import NativeObject, owned
 from .context import Context
+from .errors import SamplingError
 from .model import Model
 
 DEFAULT_SEED = 0xFFFFFFFF  # LLAMA_DEFAULT_SEED: a random seed
@@ -108,14 +109,15 @@ class Sampler(NativeObject):
     def grammar(self, model: Model, gbnf: str, root: str = "root") -> Sampler:
         """Constrain output to a GBNF grammar; a grammar that does not parse raises ValueError."""
         log.take_errors()
-        return self._add(lib.llama_sampler_init_grammar(model.vocab._ptr, gbnf.encode(), root.encode()), "grammar", model)
+        return self._add(lib.pyllama_sampler_init_grammar(model.vocab._ptr, gbnf.encode(), root.encode()), "grammar",
+                         model)
 
     def grammar_lazy(self, model: Model, gbnf: str, trigger_patterns: Sequence[str] = (),
                      trigger_tokens: Sequence[int] = (), root: str = "root") -> Sampler:
         """A grammar that applies only once a trigger pattern (regex) or token has appeared."""
         patterns = [ffi.new("char[]", p.encode()) for p in trigger_patterns]
         log.take_errors()
-        pointer = lib.llama_sampler_init_grammar_lazy_patterns(
+        pointer = lib.pyllama_sampler_init_grammar_lazy_patterns(
             model.vocab._ptr, gbnf.encode(), root.encode(), ffi.new("const char *[]", patterns), len(patterns),
             ffi.new("llama_token[]", list(trigger_tokens)), len(trigger_tokens))
         return self._add(pointer, "grammar_lazy", model)
@@ -134,14 +136,19 @@ class Sampler(NativeObject):
                 raise IndexError(f"no logits for batch token {i}: the last decode did not request them")
             if self._stages == ["greedy"]:  # the whole chain is an argmax: numpy does it ~15x faster
                 return int(np.frombuffer(ffi.buffer(logits, 4 * context.n_vocab), dtype=np.float32).argmax())
-            return lib.llama_sampler_sample(self._ptr, context_handle, i)
+            token = lib.pyllama_sampler_sample(self._ptr, context_handle, i)
+        if token < 0:
+            raise SamplingError(f"sampling failed: {_failure()}")
+        return token
 
     def accept(self, token: int) -> None:
         """Tell stateful stages (penalties, grammar, mirostat) about a token chosen elsewhere."""
-        lib.llama_sampler_accept(self._ptr, token)
+        if not lib.pyllama_sampler_accept(self._ptr, token):
+            raise SamplingError(f"accepting token {token} failed: {_failure()}")
 
     def reset(self) -> None:
-        lib.llama_sampler_reset(self._ptr)
+        if not lib.pyllama_sampler_reset(self._ptr):
+            raise SamplingError(f"resetting the sampler failed: {_failure()}")
 
     def clone(self) -> Sampler:
         twin = Sampler.__new__(Sampler)
@@ -163,3 +170,8 @@ class Sampler(NativeObject):
 
     def __repr__(self) -> str:
         return f"<pyllama.Sampler {' -> '.join(self._stages) or 'empty'}>"
+
+
+def _failure() -> str:
+    """What the guarded call that just failed on this thread threw (csrc/guarded_calls.cpp)."""
+    return ffi.string(lib.pyllama_last_failure()).decode("utf-8", "replace")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from ._ffi import BUILD_FLAGS, LLAMA_CPP_COMMIT, ffi, lib
+from ._binding import BUILD_FLAGS, LLAMA_CPP_COMMIT, ffi, lib
 from ._version import __version__
 from .enums import DeviceType
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._ffi import ffi, lib
+from ._binding import ffi, lib
 from .enums import TokenAttr, VocabType
 from .errors import ClosedError
 

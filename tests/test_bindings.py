@@ -13,7 +13,7 @@ import time
 import pyllama
 from conftest import without_gpu_warning
 from pyllama import enums
-from pyllama._ffi import ffi, lib
+from pyllama._binding import ffi, lib
 
 LLAMA_API_FUNCTION = re.compile(r"LLAMA_API\s+(?:DEPRECATED\s*\()?[^;(]*?\b(\w+)\s*\(", re.S)
 
@@ -67,7 +67,7 @@ def test_llama_cpp_log_goes_to_python_logging(caplog, tmp_path):
 
 def test_quiet_by_default(tmp_path):
     code = textwrap.dedent(f"""
-        from pyllama._ffi import lib
+        from pyllama._binding import lib
         lib.llama_model_load_from_file({str(tmp_path / 'missing.gguf')!r}.encode(), lib.llama_model_default_params())
     """)
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pyllama import Llama
-from pyllama.cache import DiskCache, RAMCache
+from pyllama import DiskCache, RAMCache
 
 LONG = "Q: what are the planets of the solar system and what is the world? A: the planets are"
 

@@ -11,7 +11,8 @@ import transformers
 
 from models import write_llama
 from pyllama import ContextOverflowError, Llama
-from pyllama.chat import ChatSession, ChatTemplate, ChatTemplateError, chat_template, parse_tool_calls
+from pyllama import ChatSession
+from pyllama.chat import ChatTemplate, ChatTemplateError, chat_template, parse_tool_calls
 from pyllama.chat.formats import FORMATS
 
 USER_DETAIL = {"type": "function", "function": {"name": "UserDetail", "parameters": {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pyllama import Batch, Context, Sampler
+from pyllama import Batch, Context, Sampler, SamplingError
 
 
 def generate(model, sampler: Sampler, prompt: str = "hello world", n: int = 24) -> list[int]:
@@ -68,6 +68,19 @@ def test_grammar_constrains_output(model):
 def test_invalid_grammar_raises(model):
     with pytest.raises(ValueError, match="grammar"):
         Sampler().grammar(model, "root ::= (")
+
+
+def test_a_grammar_that_throws_in_llama_cpp_raises_instead_of_ending_the_process(model):
+    """llama.cpp's grammar throws a C++ exception ("Unexpected empty grammar stack") when it is
+    handed a token it cannot accept; across the C boundary that would abort Python."""
+    only_a = Sampler().grammar(model, 'root ::= "a"').greedy()
+    with pytest.raises(SamplingError, match="empty grammar stack"):
+        only_a.accept(model.tokenize("z", add_special=False)[0])
+
+
+def test_an_invalid_trigger_pattern_raises(model):
+    with pytest.raises(ValueError, match="grammar_lazy"):
+        Sampler().grammar_lazy(model, 'root ::= "a"', trigger_patterns=["(unclosed"])
 
 
 def test_lazy_grammar_builds(model):

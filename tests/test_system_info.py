@@ -11,8 +11,8 @@ import pytest
 
 import pyllama
 from pyllama import system_info
-from pyllama._ffi import BUILD_FLAGS
-from pyllama._gpu_check import flag_on
+from pyllama._binding import BUILD_FLAGS
+from pyllama._binding.gpu_check import flag_on
 from pyllama.enums import DeviceType
 
 
@@ -73,7 +73,7 @@ def test_importing_a_cpu_build_gives_no_gpu_warning(tmp_path):
 
 
 def test_gpu_backend_missing_from_a_wheel_is_explained(tmp_path):
-    from pyllama._gpu_check import unusable_gpu_backends
+    from pyllama._binding.gpu_check import unusable_gpu_backends
 
     flags = {"GGML_CUDA": "ON", "GGML_BACKEND_DL": "ON"}
     [message] = unusable_gpu_backends(flags, {"CPU": 1}, tmp_path, [])
@@ -82,7 +82,7 @@ def test_gpu_backend_missing_from_a_wheel_is_explained(tmp_path):
 
 
 def test_gpu_backend_that_fails_to_load_names_the_loader_error(tmp_path):
-    from pyllama._gpu_check import unusable_gpu_backends
+    from pyllama._binding.gpu_check import unusable_gpu_backends
 
     (tmp_path / "libggml-cuda.so").write_bytes(b"not a shared library")
     [message] = unusable_gpu_backends({"GGML_CUDA": "ON", "GGML_BACKEND_DL": "ON"}, {"CPU": 1}, tmp_path, [])
@@ -90,7 +90,7 @@ def test_gpu_backend_that_fails_to_load_names_the_loader_error(tmp_path):
 
 
 def test_gpu_backend_without_devices_says_why_and_falls_back_to_cpu(tmp_path):
-    from pyllama._gpu_check import unusable_gpu_backends
+    from pyllama._binding.gpu_check import unusable_gpu_backends
 
     said = ["ggml_cuda_init: failed to initialize CUDA: no CUDA-capable device is detected"]
     [message] = unusable_gpu_backends({"GGML_CUDA": "ON"}, {"CPU": 1, "CUDA": 0}, tmp_path, said)
@@ -101,7 +101,7 @@ def test_gpu_backend_without_devices_says_why_and_falls_back_to_cpu(tmp_path):
 
 
 def gpu_build() -> bool:
-    from pyllama._gpu_check import GPU_BACKENDS
+    from pyllama._binding.gpu_check import GPU_BACKENDS
 
     return any(built_with(flag) for flag in GPU_BACKENDS)
 
@@ -140,7 +140,7 @@ def test_gpu_build_with_a_gpu_offloads_every_layer(tiny_spm, caplog):
 
 
 def test_cuda_backend_missing_a_runtime_library_names_the_wheels_that_have_it(tmp_path, monkeypatch):
-    from pyllama import _gpu_check
+    from pyllama._binding import gpu_check as _gpu_check
 
     (tmp_path / "libggml-cuda.so").write_bytes(b"")
     monkeypatch.setattr(_gpu_check, "_load_error",

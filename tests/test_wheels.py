@@ -86,7 +86,7 @@ PREBUILT_MODE_CHECK = """
 import sys
 import pyllama
 from pyllama import LlamaError, Model, system_info
-from pyllama._ffi import BUILD_FLAGS, LIBRARY_DIR
+from pyllama._binding import BUILD_FLAGS, LIBRARY_DIR
 
 assert LIBRARY_DIR.is_relative_to(sys.argv[1]), LIBRARY_DIR  # the wheel, not the editable install
 assert BUILD_FLAGS["GGML_BACKEND_DL"] == "ON"

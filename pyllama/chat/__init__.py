@@ -3,14 +3,12 @@
 from .completion import chat_template, create_chat_completion
 from .formats import FORMATS, ChatFormat
 from .json_schema import SchemaError, schema_to_gbnf
-from .session import ChatSession
 from .template import ChatTemplate, ChatTemplateError
 from .tools import ToolCall, parse_tool_calls
 
 __all__ = [
     "FORMATS",
     "ChatFormat",
-    "ChatSession",
     "ChatTemplate",
     "ChatTemplateError",
     "SchemaError",

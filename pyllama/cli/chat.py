@@ -66,7 +66,7 @@ def _stream(pieces, newline: bool = True) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..chat import ChatSession
+    from ..conversation import ChatSession
     from ..llama import Llama
 
     # -n -1: until the context ends, or with --keep (the context shifts) until Ctrl-C or a reverse prompt

@@ -21,7 +21,7 @@ def quant_types() -> dict[str, int]:
 
 
 def bits_per_weight(name: str) -> float | None:
-    from .._ffi import lib
+    from .._binding import lib
     from ..enums import GGMLType
 
     base = name.replace("ALL_", "").split("_")
@@ -46,7 +46,7 @@ def _progress_from_log(label: str):
     """A progress bar on stderr, driven by the "[  i/  n] tensor ..." lines llama.cpp logs
     for each tensor (llama_model_quantize has no progress callback)."""
     from .._progress import progress_bar
-    from ..log import logger
+    from .._binding.log import logger
 
     bar = progress_bar(sys.stderr, label) if sys.stderr.isatty() else None
 
@@ -81,10 +81,10 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .._ffi import ffi, lib
+    from .._binding import ffi, lib
     from ..errors import LlamaError
     from ..gguf_check import check_gguf
-    from ..log import failure_reason
+    from .._binding.log import failure_reason
 
     types = quant_types()
     name = args.type.upper()

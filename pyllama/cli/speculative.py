@@ -22,7 +22,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..llama import Llama
-    from ..speculative import DraftModel
+    from ..generation.speculative import DraftModel
 
     prompt = _options.prompt_of(args)
     if args.escape:

@@ -20,12 +20,12 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from .._completion import _logprobs_dict
+from ..generation.core import _logprobs_dict
 from ..chat.completion import ChatChunker, ChatPlan, chat_header, chat_response, plan_chat
 from ..errors import LlamaError
 from ..llama import Llama
 from ..model import Model
-from ..sampling import SamplingParams
+from ..generation.params import SamplingParams
 from .engine import Engine, Event, Job, QueueFull
 from .settings import Settings
 

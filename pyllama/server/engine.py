@@ -18,15 +18,15 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .._completion import Event, _token_info
-from .._text import TextStream
+from ..generation.core import Event, _token_info
+from ..generation.text_stream import TextStream
 from ..batch import Batch
 from ..context import Context
 from ..errors import KVCacheFullError, LlamaError
 from ..model import Model
 from ..sampler import Sampler
-from ..sampling import SamplingParams
-from ..session import common_prefix
+from ..generation.params import SamplingParams
+from ..generation.session import common_prefix
 
 
 class QueueFull(LlamaError):

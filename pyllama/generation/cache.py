@@ -4,6 +4,7 @@ LlamaDiskCache). Use with ``Llama.set_cache``."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import struct
@@ -12,8 +13,16 @@ from pathlib import Path
 
 import numpy as np
 
-from .llama import LlamaState
 from .session import common_prefix
+
+
+@dataclasses.dataclass(frozen=True)
+class LlamaState:
+    """A saved session: the tokens and llama.cpp's state bytes for them."""
+
+    tokens: tuple[int, ...]
+    state: bytes
+    seed: int
 
 
 def _best_key(keys, tokens: tuple[int, ...]) -> tuple[int, ...] | None:

@@ -13,8 +13,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ._ffi import ffi
-from .errors import ClosedError
+from .library import ffi
+from ..errors import ClosedError
 
 
 def owned(pointer: Any, free: Callable[[Any], None], *parents: Any) -> Any:

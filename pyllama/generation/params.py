@@ -5,8 +5,8 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 
-from .model import Model
-from .sampler import Sampler
+from ..model import Model
+from ..sampler import Sampler
 
 
 @dataclasses.dataclass(frozen=True)

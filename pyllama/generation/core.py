@@ -15,10 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from ._text import TextStream
-from .model import Model
-from .sampler import Sampler
-from .sampling import SamplingParams
+from .text_stream import TextStream
+from ..model import Model
+from ..sampler import Sampler
+from .params import SamplingParams
 from .session import ContextFullError, Session
 
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ContextOverflowError
-from .completion import chat_template
+from .errors import ContextOverflowError
+from .chat.completion import chat_template
 
 if TYPE_CHECKING:
-    from ..llama import Llama
+    from .llama import Llama
 
 
 class ChatSession:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ._ffi import ffi
+from .library import ffi
 
 
 class CallbackSlot:

@@ -12,9 +12,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .batch import Batch
-from .context import Context
-from .errors import ContextOverflowError
+from ..batch import Batch
+from ..context import Context
+from ..errors import ContextOverflowError
 
 SEQ = 0
 

@@ -12,10 +12,10 @@ import os
 
 import numpy as np
 
-from .batch import Batch
-from .context import Context
-from .model import Model
-from .sampler import Sampler
+from ..batch import Batch
+from ..context import Context
+from ..model import Model
+from ..sampler import Sampler
 from .session import Session
 
 

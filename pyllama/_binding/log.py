@@ -12,7 +12,7 @@ import _thread
 import logging
 import threading
 
-from ._ffi import ffi, lib
+from .library import ffi, lib
 
 logger = logging.getLogger("pyllama")
 logger.addHandler(logging.NullHandler())
