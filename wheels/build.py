@@ -14,17 +14,21 @@
   run time). metal: macOS arm64 only (the cibuildwheel settings in
   pyproject.toml and .github/workflows/wheels.yml).
 
+Before building, the recipe's tools are checked (wheels/preflight.py): what is missing stops the
+script at once with one line that says how to install it (``--check`` does only that). The Python
+ones come with ``pip install -r wheels/requirements.txt``.
+
 Linux wheels go through ``auditwheel repair``: the manylinux tag follows the glibc of the build
 machine (release wheels build in cibuildwheel's manylinux_2_28 image), and the CUDA libraries
 are left out because they come from their own wheels. Every wheel names the llama.cpp commit
-in its metadata. The result lands in wheels/dist/<backend>/ with its size and build time.
+in its metadata; macOS wheels go through ``delocate-wheel``. The result lands in
+wheels/dist/<backend>/ with its size and build time.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -33,6 +37,7 @@ import time
 from pathlib import Path
 
 from metadata import CUDA_WHEELS, add_headers, prebuilt_headers
+from preflight import cublas_dir, nvcc_version, recipe_needs, summary, tool_path
 
 ROOT = Path(__file__).resolve().parent.parent
 DIST = ROOT / "wheels" / "dist"
@@ -43,23 +48,10 @@ DEFAULT_CUDA_ARCHITECTURES = "75-real;80-real;86-real;89-real;90-real;90-virtual
 CUDA_LIBRARIES = ["libcuda.so.1", "libcudart.so.{v}", "libcublas.so.{v}", "libcublasLt.so.{v}"]
 
 
-def nvcc_version(cuda_home: Path) -> str:
-    """The toolkit's release, "13.0"."""
-    nvcc = cuda_home / "bin" / "nvcc"
-    if not nvcc.exists():
-        raise SystemExit(f"no nvcc in {cuda_home}/bin: pass --cuda-home (or set CUDA_HOME) to a CUDA toolkit")
-    found = re.search(r"release (\d+\.\d+)", subprocess.run([str(nvcc), "--version"], capture_output=True,
-                                                           text=True, check=True).stdout)
-    return found.group(1)
-
-
 def cublas_link_dir(major: str) -> tuple[Path, Path]:
     """cuBLAS from its pip wheel (the toolkit may have none): (include dir, dir of unversioned links)."""
-    try:
-        import nvidia
-    except ImportError:
-        raise SystemExit(f"install NVIDIA's cuBLAS wheel first: pip install {CUDA_WHEELS[major]['projects'][1]}")
-    base = Path(list(nvidia.__path__)[0]) / CUDA_WHEELS[major]["dirs"][-1]
+    base = cublas_dir(major)
+    assert base is not None, "preflight.cuda_tools checked it"
     links = Path(tempfile.mkdtemp(prefix="cublas-"))
     for name in ("cublas", "cublasLt"):
         (links / f"lib{name}.so").symlink_to(next((base / "lib").glob(f"lib{name}.so.{major}*")))
@@ -81,34 +73,12 @@ def cmake_args(args: argparse.Namespace) -> list[str]:
                 f"-DCMAKE_INSTALL_RPATH={rpath}"]
     if args.backend == "vulkan":
         return [*CPU_VARIANTS, "-DGGML_VULKAN=ON"]
-    if sys.platform != "darwin":
-        raise SystemExit("the Metal wheel builds on macOS arm64 only (.github/workflows/wheels.yml)")
     return ["-DGGML_METAL=ON", "-DGGML_METAL_EMBED_LIBRARY=ON", "-DGGML_NATIVE=OFF"]
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--backend", choices=("cpu", "cuda", "vulkan", "metal"), required=True)
-    parser.add_argument("--cuda-home", type=Path, default=Path(os.environ.get("CUDA_HOME", "/usr/local/cuda")))
-    parser.add_argument("--cuda-architectures", default=DEFAULT_CUDA_ARCHITECTURES,
-                        help="CMAKE_CUDA_ARCHITECTURES (default: Turing to Hopper, plus PTX for newer GPUs)")
-    parser.add_argument("--no-repair", action="store_true", help="skip auditwheel (e.g. for a quick local test)")
-    args = parser.parse_args()
-    if args.backend == "cuda":
-        args.cuda_version = nvcc_version(args.cuda_home)
-        args.cuda_major = args.cuda_version.split(".")[0]
-        if args.cuda_major not in CUDA_WHEELS:
-            raise SystemExit(f"CUDA {args.cuda_version} at {args.cuda_home}: only CUDA 12 and 13 have runtime wheels")
-    env = {**os.environ, "CMAKE_ARGS": " ".join(cmake_args(args))}
-    label = f"cu{args.cuda_major}" if args.backend == "cuda" else args.backend
-    out = DIST / label
-    out.mkdir(parents=True, exist_ok=True)
-    raw = Path(tempfile.mkdtemp(prefix="pyllama-wheel-"))
-    start = time.monotonic()
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", str(ROOT), "-w", str(raw),
-                    "--config-settings=build-dir=" + str(ROOT / "build" / f"wheel-{label}")], env=env, check=True)
-    wheel = next(raw.glob("*.whl"))
-    add_headers(wheel, prebuilt_headers(args.cuda_version if args.backend == "cuda" else None))
+def repair(wheel: Path, out: Path, args: argparse.Namespace) -> None:
+    """Into ``out``: the wheel with its outside libraries bundled and the platform tag they allow."""
+    tools = {**os.environ, "PATH": tool_path()}
     if sys.platform.startswith("linux") and not args.no_repair:
         excludes = []
         if args.backend == "cuda":
@@ -117,9 +87,51 @@ def main() -> int:
         if args.backend == "vulkan":  # the system's Vulkan loader, which finds the GPU's driver
             excludes += ["--exclude", "libvulkan.so.1"]
         subprocess.run([sys.executable, "-m", "auditwheel", "repair", str(wheel), "-w", str(out), *excludes],
-                       check=True)
+                       env=tools, check=True)
+    elif sys.platform == "darwin" and not args.no_repair:  # as cibuildwheel's repair step for the Metal wheel
+        delocate = shutil.which("delocate-wheel", path=tools["PATH"]) or "delocate-wheel"
+        subprocess.run([delocate, "--require-archs", "arm64", "-w", str(out), "-v", str(wheel)], env=tools, check=True)
     else:
         shutil.copy2(wheel, out / wheel.name)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--backend", choices=("cpu", "cuda", "vulkan", "metal"), required=True)
+    parser.add_argument("--cuda-home", type=Path, default=Path(os.environ.get("CUDA_HOME", "/usr/local/cuda")))
+    parser.add_argument("--cuda-architectures", default=DEFAULT_CUDA_ARCHITECTURES,
+                        help="CMAKE_CUDA_ARCHITECTURES (default: Turing to Hopper, plus PTX for newer GPUs)")
+    parser.add_argument("--no-repair", action="store_true",
+                        help="skip auditwheel/delocate (e.g. for a quick local test)")
+    parser.add_argument("--check", action="store_true", help="only check that the recipe's tools are here")
+    args = parser.parse_args()
+    if args.backend == "metal" and sys.platform != "darwin":
+        raise SystemExit("the Metal wheel builds on macOS arm64 only (.github/workflows/wheels.yml)")
+    missing = recipe_needs(args.backend, args.cuda_home, repair=not args.no_repair)
+    if missing:
+        raise SystemExit(summary(args.backend, missing))
+    if args.check:
+        print(f"wheels/build.py --backend {args.backend}: every tool it needs is here")
+        return 0
+    if args.backend == "cuda":
+        args.cuda_version = nvcc_version(args.cuda_home)
+        args.cuda_major = args.cuda_version.split(".")[0]
+    env = {**os.environ, "CMAKE_ARGS": " ".join(cmake_args(args))}
+    label = f"cu{args.cuda_major}" if args.backend == "cuda" else args.backend
+    out = DIST / label
+    out.mkdir(parents=True, exist_ok=True)
+    raw = Path(tempfile.mkdtemp(prefix="pyllama-wheel-"))
+    start = time.monotonic()
+    try:
+        subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", str(ROOT), "-w", str(raw),
+                        "--config-settings=build-dir=" + str(ROOT / "build" / f"wheel-{label}")], env=env, check=True)
+        wheel = next(raw.glob("*.whl"))
+        add_headers(wheel, prebuilt_headers(args.cuda_version if args.backend == "cuda" else None))
+        repair(wheel, out, args)
+    except subprocess.CalledProcessError as failed:  # the tool has said why, above
+        step = " ".join("python" if part == sys.executable else Path(part).name for part in failed.cmd[:4])
+        raise SystemExit(f"wheels/build.py --backend {args.backend}: `{step}` failed "
+                         f"(exit status {failed.returncode}); its output is above")
     elapsed = time.monotonic() - start
     built = max(out.glob("*.whl"), key=lambda path: path.stat().st_mtime)
     print(f"{built}: {built.stat().st_size / 2**20:.1f} MiB, built in {elapsed / 60:.1f} min")
