@@ -12,9 +12,13 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import importlib.util
+import os
 import re
+import shutil
 import subprocess
 import sys
+import sysconfig
 import venv
 from pathlib import Path
 
@@ -23,6 +27,25 @@ ROOT = HERE.parent
 NATIVE = HERE / ".native"
 LCP_VENV = HERE / ".lcp-venv"
 RESULTS = HERE / "results"
+
+
+# checked before anything is built (the chart, the last step, needs matplotlib): name -> how to install it
+REQUIREMENTS = "pip install -r bench/requirements.txt"
+MODULES = {"pyllama": "pip install .", "gguf": REQUIREMENTS, "fastapi": REQUIREMENTS, "uvicorn": REQUIREMENTS,
+           "matplotlib": REQUIREMENTS}
+PROGRAMS = {"cmake": REQUIREMENTS, "ninja": REQUIREMENTS}
+
+
+def missing_requirements() -> str | None:
+    """One line naming what is not installed and how to install it, or None."""
+    absent = [(name, how) for name, how in MODULES.items() if importlib.util.find_spec(name) is None]
+    absent += [(name, how) for name, how in PROGRAMS.items() if shutil.which(name) is None]
+    if not absent:
+        return None
+    by_command: dict[str, list[str]] = {}
+    for name, how in absent:
+        by_command.setdefault(how, []).append(name)
+    return "bench/run_all.py needs " + ", and ".join(f"{', '.join(names)} ({how})" for how, names in by_command.items())
 
 
 def native_tools() -> Path:
@@ -49,7 +72,10 @@ def llama_cpp_python() -> Path:
 
 def run(script: str, *args: str) -> str:
     print(f"bench: {script} {' '.join(args)}", flush=True)
-    out = subprocess.run([sys.executable, str(HERE / script), *args], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, str(HERE / script), *args], capture_output=True, text=True)
+    if out.returncode != 0:
+        sys.stderr.write(out.stderr)
+        raise SystemExit(f"bench/run_all.py: {script} failed (exit status {out.returncode}); its output is above")
     return out.stdout.strip()
 
 
@@ -80,7 +106,15 @@ def main() -> None:
     parser.add_argument("--threads", default="2")
     parser.add_argument("--quick", action="store_true", help="fewer rounds, no ~1B model")
     args = parser.parse_args()
-    tools, python = native_tools(), llama_cpp_python()
+    # pip puts cmake and ninja next to this interpreter, which a venv used without activating lacks on PATH
+    os.environ["PATH"] = os.pathsep.join([sysconfig.get_path("scripts"), os.environ.get("PATH", "")])
+    missing = missing_requirements()
+    if missing:
+        raise SystemExit(missing)
+    try:
+        tools, python = native_tools(), llama_cpp_python()
+    except subprocess.CalledProcessError as failed:  # cmake or pip has said why, above
+        raise SystemExit(f"bench/run_all.py: building a reference failed ({' '.join(map(str, failed.cmd[:3]))} ...)")
     rounds = "2" if args.quick else "5"
     models = ["tiny-f32"] if args.quick else ["tiny-f32", "110m-q8_0", "1b-q4_0"]
     sections = {

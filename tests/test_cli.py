@@ -110,12 +110,33 @@ def test_fit_and_info(tiny_spm):
     (["quantize", "IN", "OUT"], 2, "required"),
     (["complete", "--bogus", "-m", "x"], 2, "unrecognized"),
     (["nonsense"], 2, "invalid choice"),
+    (["complete", "-m", "x.gguf", "-f", "/no/such/prompt.txt"], 1, "error: /no/such/prompt.txt: No such file"),
+    (["complete", "-m", "x.gguf", "-f", "/"], 1, "error: /: Is a directory"),
+    (["fit", "-m", "/no/such/model.gguf"], 1, "error: /no/such/model.gguf: No such file or directory"),
+    (["complete", "-m", "x.gguf", "-c", "-5"], 2, "argument -c/--ctx-size: must be at least 0, not -5"),
+    (["chat", "-m", "x.gguf", "-b", "0"], 2, "argument -b/--batch-size: must be at least 1, not 0"),
+    (["bench", "-m", "x.gguf", "-r", "0"], 2, "argument -r/--repetitions: must be at least 1, not 0"),
+    (["fit", "-m", "x.gguf", "-c", "many"], 2, "argument -c/--ctx-size: invalid int value: 'many'"),
 ])
 def test_errors_are_one_line(args, code, fragment, tiny_spm):
     result = pyllama(*args)
     assert result.returncode == code
     lines = without_gpu_warning(result.stderr).strip().splitlines()
     assert len(lines) == 1 and fragment in lines[0] and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("command, blocked, extra", [
+    (["serve", "--model", "m.gguf"], "fastapi", "server"),
+    (["convert", "hf-folder", "--outfile", "m.gguf"], "torch", "convert"),
+])
+def test_a_missing_extra_is_named_in_one_line(command, blocked, extra, monkeypatch, capsys):
+    from pyllama.cli import main
+
+    monkeypatch.setitem(sys.modules, blocked, None)  # as if it were not installed
+    assert main(command) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"pyllama {command[0]}: error: {blocked} ")
+    assert lines[0].endswith(f" not installed: pip install 'pyllama-cffi[{extra}]'")
 
 
 def test_unknown_quant_type(tiny_spm, tmp_path):
@@ -154,6 +175,15 @@ class Terminal:
                     break
         return self.screen
 
+    def settle(self, quiet: float = 2.0) -> str:
+        """Read until nothing more arrives for ``quiet`` seconds (long enough for a reply to start)."""
+        while select.select([self.leader], [], [], quiet)[0]:
+            try:
+                self.screen += os.read(self.leader, 4096).decode("utf-8", "replace")
+            except OSError:
+                break
+        return self.screen
+
     def type(self, keys: str) -> None:
         os.write(self.leader, keys.encode())
 
@@ -168,6 +198,45 @@ def test_interactive_chat_with_reverse_prompt_and_ctrl_c(tiny_spm):
     assert term.process.poll() is None
     term.type("\x04")  # Ctrl-D at the prompt ends the program
     assert term.process.wait(timeout=30) == 0
+
+
+def test_a_prompt_ending_in_the_reverse_prompt_waits_for_the_user(tiny_spm, tmp_path):
+    """As llama.cpp's interactive mode: the transcript ends with "User:" (the file's final newline
+    is dropped, as -f does), so the turn is the user's at once, with no invented user line."""
+    transcript = "Bob is helpful.\nUser: Hello, Bob.\nBob: Hello. How may I help you today?\nUser:"
+    (tmp_path / "chat.txt").write_text(transcript + "\n")
+    term = Terminal("chat", "-m", str(tiny_spm[0]), "-c", "256", "-n", "12", "--keep", "8", "-i", "-r", "User:",
+                    "-f", str(tmp_path / "chat.txt"), "--temp", "0.9", "-s", "3", "--ignore-eos")
+    term.read_until("today?")
+    assert term.settle().replace("\r\n", "\n").endswith(transcript)  # nothing was generated
+    term.type("what is the plan\n")  # the reply comes after the user's line, and the turn comes back
+    term.read_until("User:", count=3)
+    assert term.process.poll() is None
+    term.type("\x04")
+    assert term.process.wait(timeout=30) == 0
+
+
+@pytest.mark.parametrize("text, reverse, waits", [
+    ("Bob: hi\nUser:", ["User:"], True),
+    ("Bob: hi\nUser: ", ["User:"], False),  # llama.cpp matches the very end, so no trailing space
+    ("Bob: hi\nUser:", ["Alice:", "User:"], True),
+    ("Bob: hi\nUser:", [], False),
+    ("Bob: hi\nUser:", [""], False),
+])
+def test_which_prompts_give_the_turn_at_once(text, reverse, waits):
+    from pyllama.cli.chat import ends_with_reverse_prompt
+
+    assert ends_with_reverse_prompt(text, reverse) is waits
+
+
+def test_a_prompt_file_loses_one_final_newline_as_in_llama_cpp(tmp_path):
+    import argparse
+
+    from pyllama.cli._options import prompt_of
+
+    for text, prompt in (("User:\n", "User:"), ("User:\n\n", "User:\n"), ("User:", "User:"), ("", "")):
+        (tmp_path / "p.txt").write_text(text)
+        assert prompt_of(argparse.Namespace(file=str(tmp_path / "p.txt"), prompt="")) == prompt
 
 
 def test_ctrl_c_stops_the_reply_not_the_program(tiny_spm):

@@ -31,12 +31,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     args.rest = rest
     from ..errors import LlamaError
+    from ._extras import MissingExtraError
 
     try:
         return args.run(args)
-    except (FileNotFoundError, LlamaError, ValueError, OSError) as exc:
-        print(f"pyllama {args.command}: error: {exc}", file=sys.stderr)
+    except (FileNotFoundError, LlamaError, ValueError, OSError, MissingExtraError) as exc:
+        print(f"pyllama {args.command}: error: {describe(exc)}", file=sys.stderr)
         return 1
+
+
+def describe(exc: Exception) -> str:
+    """The error's text; an OSError of the system names its file as coreutils do ("chat.txt: No
+    such file or directory") rather than Python's "[Errno 2] ... 'chat.txt'"."""
+    if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
+        return f"{exc.filename}: {exc.strerror}"
+    return str(exc)
 
 
 if __name__ == "__main__":

@@ -3,8 +3,25 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+
+def at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an integer no smaller than ``minimum``, so that ``-c -5`` is a usage
+    error, not an OverflowError deep in the bindings."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, not {value}")
+        return value
+
+    return parse
 
 
 def add_model(parser: argparse.ArgumentParser, ctx: int = 512, demo: bool = False) -> None:
@@ -14,8 +31,10 @@ def add_model(parser: argparse.ArgumentParser, ctx: int = 512, demo: bool = Fals
                             help='GGUF model file (default: the demo model of pip install "pyllama-cffi[demo]")')
     else:
         parser.add_argument("-m", "--model", required=True, help="GGUF model file")
-    parser.add_argument("-c", "--ctx-size", dest="n_ctx", type=int, default=ctx, help=f"context size (default {ctx})")
-    parser.add_argument("-b", "--batch-size", dest="n_batch", type=int, default=512, help="batch size (default 512)")
+    parser.add_argument("-c", "--ctx-size", dest="n_ctx", type=at_least(0), default=ctx,
+                        help=f"context size (default {ctx}; 0: the model's)")
+    parser.add_argument("-b", "--batch-size", dest="n_batch", type=at_least(1), default=512,
+                        help="batch size (default 512)")
     parser.add_argument("-t", "--threads", dest="n_threads", type=int, default=None, help="CPU threads")
     parser.add_argument("-ngl", "--n-gpu-layers", "--gpu-layers", dest="n_gpu_layers", type=int, default=0,
                         help="layers to offload to the GPU (-1: all)")
@@ -48,8 +67,11 @@ def add_prompt(parser: argparse.ArgumentParser, what: str = "the prompt") -> Non
 
 
 def prompt_of(args: argparse.Namespace) -> str:
+    """The prompt; from a file less one final newline, as llama.cpp reads ``-f`` (so that a
+    transcript ending in "User:" and a newline still ends in its reverse prompt)."""
     if getattr(args, "file", None):
-        return Path(args.file).read_text(encoding="utf-8")
+        text = Path(args.file).read_text(encoding="utf-8")
+        return text[:-1] if text.endswith("\n") else text
     return args.prompt or ""
 
 

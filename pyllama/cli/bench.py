@@ -11,17 +11,18 @@ import time
 
 import numpy as np
 
+from . import _options
 
 
 def register(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser("bench", help="prompt processing and generation speed, like llama-bench")
     parser.add_argument("-m", "--model", required=True)
-    parser.add_argument("-p", "--n-prompt", dest="n_prompt", type=int, default=512)
-    parser.add_argument("-n", "--n-gen", dest="n_gen", type=int, default=128)
+    parser.add_argument("-p", "--n-prompt", dest="n_prompt", type=_options.at_least(0), default=512)
+    parser.add_argument("-n", "--n-gen", dest="n_gen", type=_options.at_least(0), default=128)
     parser.add_argument("-t", "--threads", dest="n_threads", type=int, default=None)
     parser.add_argument("-ngl", "--n-gpu-layers", dest="n_gpu_layers", type=int, default=0)
-    parser.add_argument("-b", "--batch-size", dest="n_batch", type=int, default=2048)
-    parser.add_argument("-r", "--repetitions", type=int, default=5)
+    parser.add_argument("-b", "--batch-size", dest="n_batch", type=_options.at_least(1), default=2048)
+    parser.add_argument("-r", "--repetitions", type=_options.at_least(1), default=5)
     parser.add_argument("-o", "--output", choices=("md", "json", "csv"), default="md")
     parser.set_defaults(run=run)
 

@@ -2,7 +2,8 @@
 
 Text mode (default): the prompt (``-p``/``-f``) is continued; when the output shows a reverse
 prompt (``-r "User:"``) or ``-n`` tokens are done, it is your turn, and what you type is
-appended. ``-ins`` instead chats through the model's chat template. Ctrl-C stops the
+appended; a prompt that already ends with a reverse prompt gives you the turn at once, as in
+llama.cpp. ``-ins`` instead chats through the model's chat template. Ctrl-C stops the
 current reply and gives you the turn; Ctrl-C or Ctrl-D at your turn ends the program.
 """
 
@@ -82,9 +83,11 @@ def run(args: argparse.Namespace) -> int:
             return 0
         prompt = _options.prompt_of(args)
         sys.stdout.write(prompt)
+        sys.stdout.flush()
         tokens = llm.tokenize(prompt, add_bos=True, special=True)
+        your_turn = ends_with_reverse_prompt(prompt, args.reverse_prompt)
         while True:
-            if len(tokens) > 1:
+            if len(tokens) > 1 and not your_turn:
                 tokens = _fit(tokens, llm.n_ctx(), args.keep)
                 chunks = llm(tokens, max_tokens=max_tokens, stop=args.reverse_prompt, stream=True, **sampling)
                 reply = _stream((c["choices"][0]["text"] for c in chunks), newline=False)
@@ -93,10 +96,17 @@ def run(args: argparse.Namespace) -> int:
                     sys.stdout.write(args.reverse_prompt[0])
                     sys.stdout.flush()
                     tokens += llm.tokenize(args.reverse_prompt[0], add_bos=False)
+            your_turn = False
             line = _read("", args.color)
             if line is None:
                 return 0
             tokens += llm.tokenize(line + "\n", add_bos=False)
+
+
+def ends_with_reverse_prompt(text: str, reverse_prompts: list[str]) -> bool:
+    """llama.cpp's test for handing the turn to the user: the text ends exactly with a reverse
+    prompt (a transcript that ends in "User:" waits for the user instead of inventing their line)."""
+    return any(text.endswith(reverse) for reverse in reverse_prompts if reverse)
 
 
 def _fit(tokens: list[int], n_ctx: int, keep: int) -> list[int]:

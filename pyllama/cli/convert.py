@@ -6,10 +6,11 @@ Its dependencies (torch, transformers...) come with ``pip install 'pyllama-cffi[
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
+
+from ._extras import require
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -27,7 +28,5 @@ def converter() -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    missing = [m for m in ("torch", "transformers") if importlib.util.find_spec(m) is None]
-    if missing:
-        raise ValueError(f"convert needs {', '.join(missing)}: pip install 'pyllama-cffi[convert]'")
+    require(("torch", "transformers"), "convert")
     return subprocess.run([sys.executable, str(converter()), *args.rest]).returncode

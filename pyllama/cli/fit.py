@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import re
 
+from . import _options
+
 
 def register(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser("fit", help="suggest n_gpu_layers for the free memory of each device")
     parser.add_argument("-m", "--model", required=True)
-    parser.add_argument("-c", "--ctx-size", dest="n_ctx", type=int, default=4096)
+    parser.add_argument("-c", "--ctx-size", dest="n_ctx", type=_options.at_least(1), default=4096)
     parser.add_argument("--reserve-mib", type=int, default=512, help="memory to leave free per device (MiB)")
     parser.set_defaults(run=run)
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ._extras import require
+
 
 def register(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser("serve", help="run the OpenAI-compatible server", add_help=False)
@@ -11,6 +13,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    require(("fastapi", "uvicorn"), "server")
     from ..server.__main__ import main
 
     return main(args.rest)
