@@ -11,13 +11,13 @@ from typing import Any
 
 import numpy as np
 
-from ._binding import log
+from ._binding import checks
 from ._binding.callbacks import CallbackSlot
 from ._binding import ffi, lib
 from ._binding.native import NativeObject, owned
 from .batch import Batch
 from .enums import AttentionType, FlashAttnType, GGMLType, PoolingType, RopeScalingType
-from .errors import ContextCreationError, DecodeError, LlamaError, check_decode
+from .errors import ContextCreationError, LlamaError
 from .lora import LoraAdapter
 from .model import Model
 
@@ -119,11 +119,9 @@ class Context(NativeObject):
         params.yarn_orig_ctx = yarn_orig_ctx
 
         model_handle = model._ptr
-        log.take_errors()
-        pointer = lib.pyllama_context_init(model_handle, params)
-        if pointer == ffi.NULL:
-            raise ContextCreationError(f"could not create a context (n_ctx={n_ctx}, n_batch={n_batch}): "
-                                       f"{log.failure_reason()}")
+        checks.before_call()
+        pointer = checks.check_pointer(lib.pyllama_context_init(model_handle, params), ContextCreationError,
+                                       f"could not create a context (n_ctx={n_ctx}, n_batch={n_batch})", guarded=True)
         self._handle = owned(pointer, lib.llama_free, model_handle)
         self.model = model
         self._lock = threading.RLock()
@@ -138,6 +136,7 @@ class Context(NativeObject):
         self._n_cls_out = max(1, lib.llama_model_n_cls_out(model_handle))
         self._n_layer = model.n_layer
         self._n_batch = lib.llama_n_batch(pointer)
+        self._embeddings = embeddings
 
     # --- sizes ----------------------------------------------------------------------------
     @property
@@ -170,7 +169,9 @@ class Context(NativeObject):
         return PoolingType(lib.llama_pooling_type(self._ptr))
 
     def set_embeddings(self, enabled: bool) -> None:
-        lib.llama_set_embeddings(self._ptr, enabled)
+        with self._lock:
+            lib.llama_set_embeddings(self._ptr, enabled)
+            self._embeddings = enabled
 
     def set_causal_attention(self, causal: bool) -> None:
         lib.llama_set_causal_attn(self._ptr, causal)
@@ -182,13 +183,14 @@ class Context(NativeObject):
         Raises KVCacheFullError when no KV slot is left, DecodeAbortedError when the
         abort callback stopped it, DecodeError on other failures.
         """
-        self._run(batch, lib.llama_decode, "llama_decode")
+        # an embedding context outputs every token, whatever the batch asks for
+        self._run(batch, lib.llama_decode, "llama_decode", batch.n_tokens if self._embeddings else batch.n_outputs)
 
     def encode(self, batch: Batch) -> None:
         """Run the encoder of an encoder-decoder model (or a non-causal embedding model)."""
-        self._run(batch, lib.llama_encode, "llama_encode")
+        self._run(batch, lib.llama_encode, "llama_encode", batch.n_tokens)  # the encoder outputs every token
 
-    def _run(self, batch: Batch, function: Callable[[Any, Any], int], name: str) -> None:
+    def _run(self, batch: Batch, function: Callable[[Any, Any], int], name: str, n_outputs: int) -> None:
         if batch.n_tokens == 0:
             raise ValueError(f"{name}: the batch is empty")
         with self._lock:
@@ -197,14 +199,12 @@ class Context(NativeObject):
                 raise ValueError(f"{name}: the batch has {batch.n_tokens} tokens but n_batch is "
                                  f"{self._n_batch}; split it or create the Context with a larger n_batch")
             if batch._c.n_tokens > self._reserved_outputs:  # only then can the outputs outgrow the buffer
-                self._before_output_change(batch.n_outputs)
-            log.take_errors()
+                self._before_output_change(n_outputs)
+            checks.before_call()
             code = function(pointer, batch._c[0])
             if self._abort is not None:
                 self._abort.reraise()
-            if code < 0 and (errors := log.take_errors()):
-                raise DecodeError(f"{name} failed with code {code}: {'; '.join(errors)}", code)
-            check_decode(code, name)
+            checks.check_decode(code, name)
             # waits for the backend, and books the batch as prompt or generation in the perf counters
             lib.llama_synchronize(pointer)
 
@@ -234,7 +234,7 @@ class Context(NativeObject):
         with self._lock:
             pointer = lib.llama_get_logits_ith(self._ptr, i)
             if pointer == ffi.NULL:
-                log.take_errors()
+                checks.before_call()  # llama.cpp logged why; the message below says it
                 raise IndexError(f"no logits for batch token {i}: the last decode did not request them")
             return self._view(pointer, (self.n_vocab,))
 
@@ -243,7 +243,7 @@ class Context(NativeObject):
         with self._lock:
             pointer = lib.llama_get_embeddings_ith(self._ptr, i)
             if pointer == ffi.NULL:
-                log.take_errors()
+                checks.before_call()  # llama.cpp logged why; the message below says it
                 raise IndexError(f"no embedding for batch token {i} (was the Context made with embeddings=True?)")
             return self._view(pointer, (self._n_embd_out,))
 
@@ -252,7 +252,7 @@ class Context(NativeObject):
         with self._lock:
             pointer = lib.llama_get_embeddings_seq(self._ptr, seq_id)
             if pointer == ffi.NULL:
-                log.take_errors()
+                checks.before_call()  # llama.cpp logged why; the message below says it
                 raise IndexError(f"no pooled embedding for sequence {seq_id} (pooling_type={self.pooling_type.name})")
             n = self._n_cls_out if self.pooling_type == PoolingType.RANK else self._n_embd_out
             return self._view(pointer, (n,))
@@ -291,11 +291,13 @@ class Context(NativeObject):
             lib.llama_memory_seq_div(self._memory, seq_id, p0, p1, d)
 
     def kv_pos_min(self, seq_id: int = 0) -> int:
-        return lib.llama_memory_seq_pos_min(self._memory, seq_id)
+        with self._lock:
+            return lib.llama_memory_seq_pos_min(self._memory, seq_id)
 
     def kv_pos_max(self, seq_id: int = 0) -> int:
         """Largest position stored for the sequence, -1 when empty."""
-        return lib.llama_memory_seq_pos_max(self._memory, seq_id)
+        with self._lock:
+            return lib.llama_memory_seq_pos_max(self._memory, seq_id)
 
     # --- state ----------------------------------------------------------------------------
     def state_bytes(self, seq_id: int | None = None) -> bytes:
@@ -317,13 +319,13 @@ class Context(NativeObject):
             pointer = self._ptr
             if seq_id is None:  # a whole state brings its own outputs
                 self._refuse_while_viewed("restoring a state replaces the output buffer")
-            log.take_errors()
+            checks.before_call()
             if seq_id is None:
                 read = lib.llama_state_set_data(pointer, data, len(data))
             else:
                 read = lib.llama_state_seq_set_data(pointer, data, len(data), seq_id)
             if read == 0:
-                raise LlamaError("the state could not be restored: " + ("; ".join(log.take_errors()) or "invalid data"))
+                raise checks.failure(LlamaError, "the state could not be restored", default="invalid data")
 
     def save_state(self, path: str | os.PathLike[str], tokens: Sequence[int] = (), seq_id: int | None = None) -> None:
         """Write the state (and the tokens it holds) to a file, whole or for one sequence."""
@@ -347,14 +349,14 @@ class Context(NativeObject):
             pointer, name = self._ptr, os.fsencode(path)
             if seq_id is None:  # a whole state brings its own outputs
                 self._refuse_while_viewed("restoring a state replaces the output buffer")
-            log.take_errors()
+            checks.before_call()
             if seq_id is None:
                 ok = lib.llama_state_load_file(pointer, name, tokens, capacity, count)
             else:
                 ok = lib.llama_state_seq_load_file(pointer, name, seq_id, tokens, capacity, count) > 0
             if not ok:
-                raise LlamaError(f"could not restore the state from {os.fspath(path)}: "
-                                 + ("; ".join(log.take_errors()) or "invalid file"))
+                raise checks.failure(LlamaError, f"could not restore the state from {os.fspath(path)}",
+                                     default="invalid file")
             return list(ffi.unpack(tokens, count[0]))
 
     # --- abort, adapters, counters --------------------------------------------------------
@@ -387,6 +389,7 @@ class Context(NativeObject):
         as llama.cpp's control-vector files do."""
         with self._lock:
             pointer = self._ptr
+            checks.before_call()
             if data is None:
                 code = lib.llama_set_adapter_cvec(pointer, ffi.NULL, 0, self.n_embd, 0, 0)
             else:
@@ -397,7 +400,7 @@ class Context(NativeObject):
                 code = lib.llama_set_adapter_cvec(pointer, ffi.from_buffer("float[]", array), array.size,
                                                   self.n_embd, layer_start, end)
             if code != 0:
-                raise LlamaError(f"could not apply the control vector (code {code}): {'; '.join(log.take_errors())}")
+                raise checks.failure(LlamaError, f"could not apply the control vector (code {code})")
 
     def perf(self) -> Perf:
         data = lib.llama_perf_context(self._ptr)

@@ -12,7 +12,6 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .errors import ContextOverflowError
-from .chat.completion import chat_template
 
 if TYPE_CHECKING:
     from .llama import Llama
@@ -34,7 +33,7 @@ class ChatSession:
         self.dropped = 0  # turns removed to make room, over the session's life
 
     def _prompt_tokens(self, messages: list[dict[str, str]]) -> int:
-        prompt = chat_template(self.llm).render(messages, add_generation_prompt=True)
+        prompt = self.llm.chat_template.render(messages, add_generation_prompt=True)
         return len(self.llm.tokenize(prompt, add_bos=True, special=True))
 
     def _fitted(self, messages: list[dict[str, str]]) -> list[dict[str, str]]:

@@ -1,4 +1,4 @@
-"""Exceptions raised by pyllama, and the one place C return codes become them."""
+"""Exceptions raised by pyllama (pyllama._binding.checks turns C results into them)."""
 
 from __future__ import annotations
 
@@ -46,13 +46,3 @@ class SamplingError(LlamaError):
 class GPUUnavailableWarning(RuntimeWarning):
     """The build has a GPU backend that cannot run on this machine, so pyllama uses the CPU."""
 
-
-def check_decode(code: int, what: str = "llama_decode") -> None:
-    """Raise the exception that matches a ``llama_decode``/``llama_encode`` return code."""
-    if code == 0:
-        return
-    if code == 1:
-        raise KVCacheFullError(f"{what}: no KV cache slot for the batch (the context is full)", code)
-    if code == 2:
-        raise DecodeAbortedError(f"{what}: aborted", code)
-    raise DecodeError(f"{what} failed with code {code}", code)

@@ -4,32 +4,35 @@
     out = llm("Q: Name the planets in the solar system? A: ", max_tokens=32, stop=["Q:", "\\n"], echo=True)
 
 Results are OpenAI-shaped dicts (``text_completion``, ``embedding``). One Llama serves one
-call at a time: concurrent calls from several threads wait for each other.
+call at a time: concurrent calls from several threads wait for each other, and a stream left
+open is ended by the next call from its own thread (pyllama.turns).
 """
 
 from __future__ import annotations
 
+import functools
 import os
-import threading
+import sys
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Union
 
-import numpy as np
-
-from .batch import Batch
+from .chat import ChatTemplate, chat_chunks, chat_header, chat_response, chat_template, plan_chat
 from .context import Context
+from .embedding import embed
 from .enums import FlashAttnType, GGMLType, PoolingType, RopeScalingType, SplitMode
 from .errors import ContextOverflowError
-from .lora import LoraAdapter
-from .model import KvValue, Model
-from .sampler import DEFAULT_SEED
-from .generation import core as _completion
 from .generation.cache import LlamaState
+from .generation.core import Event, Request, SpeculationStats, generate, infill_prompt, prompt_infos
 from .generation.params import SamplingParams
 from .generation.session import Session, common_prefix
-from .generation.speculative import DraftModel
+from .generation.speculative import DraftModel, Drafter
+from .lora import LoraAdapter
+from .model import KvValue, Model
+from .results import collect, completion_chunks, logprobs_dict
+from .sampler import DEFAULT_SEED
+from .turns import Turns
 
 Prompt = Union[str, Sequence[int]]
 
@@ -106,15 +109,15 @@ class Llama:
                 yarn_beta_fast=yarn_beta_fast, yarn_beta_slow=yarn_beta_slow, yarn_orig_ctx=yarn_orig_ctx)
             self._session = Session(self.context, keep=context_shift_keep)
         self.draft_model = self._drafter(draft_model, n_ctx, n_threads)
-        self.last_speculation = _completion.SpeculationStats()
-        self._lock = threading.Lock()
+        self.last_speculation = SpeculationStats()
+        self._turns = Turns()
         self.cache: Any = None
         self._adapters: dict[str, LoraAdapter] = {}
         self._active_loras: dict[str, float] = {}
         if lora_path:
             self._apply_loras({lora_path: lora_scale})
 
-    def _drafter(self, draft_model: Any, n_ctx: int, n_threads: int | None) -> _completion.Drafter | None:
+    def _drafter(self, draft_model: Any, n_ctx: int, n_threads: int | None) -> Drafter | None:
         """A GGUF path becomes a DraftModel; any ``draft(input_ids) -> ids`` callable is used as is."""
         if draft_model is None or callable(draft_model):
             return draft_model
@@ -208,7 +211,11 @@ class Llama:
         grammar_triggers: Sequence[str] = (),
         **ignored: Any,
     ) -> dict[str, Any] | Iterator[dict[str, Any]]:
-        """Complete ``prompt``; a dict, or with ``stream=True`` an iterator of chunks."""
+        """Complete ``prompt``; a dict, or with ``stream=True`` an iterator of chunks.
+
+        A stream holds this Llama between chunks: calls from other threads wait for it to end,
+        and a later call from the same thread ends it (see pyllama.turns).
+        """
         unknown = set(ignored) - {"tfs_z", "stopping_criteria", "logits_processor"}
         if unknown:
             raise TypeError(f"create_completion() got unexpected arguments: {', '.join(sorted(unknown))}")
@@ -219,29 +226,70 @@ class Llama:
             logit_bias={int(k): v for k, v in logit_bias.items()} if logit_bias else None,
             grammar=str(grammar) if grammar is not None else None, grammar_triggers=tuple(grammar_triggers))
         prompt_tokens = self._prompt_tokens(prompt, suffix)
-        request = _completion.Request(
-            prompt_tokens=prompt_tokens,
-            params=params,
-            max_tokens=max_tokens,
-            stops=[stop] if isinstance(stop, str) else list(stop or ()),
-            echo=echo,
-            echo_text=prompt if isinstance(prompt, str) else self.model.detokenize(prompt_tokens, remove_special=True),
-            logprobs=logprobs,
-            loras=dict(loras or {}),
-        )
+        request = Request(prompt_tokens, params, max_tokens, [stop] if isinstance(stop, str) else list(stop or ()),
+                          logprobs)
+        echo_text = None
+        if echo:
+            echo_text = prompt if isinstance(prompt, str) else self.model.detokenize(prompt_tokens, remove_special=True)
         header = {"id": f"cmpl-{uuid.uuid4()}", "object": "text_completion", "created": int(time.time()),
                   "model": model or self.model_path}
         if stream:
-            return self._stream(request, header)
-        with self._lock:
-            result = _completion.collect(self._run(request), logprobs is not None)
-        return {**header, "choices": [{"text": result.text, "index": 0, "logprobs": result.logprobs,
-                                       "finish_reason": result.finish_reason}],
+            return self._stream(request, header, echo_text, dict(loras or {}))
+        with self._turns.call():
+            result = collect(self._events(request, echo_text, dict(loras or {})))
+        return {**header, "choices": [{"text": result.text, "index": 0, "finish_reason": result.finish_reason,
+                                       "logprobs": logprobs_dict(result.tokens) if logprobs is not None else None}],
                 "usage": result.usage}
 
     __call__ = create_completion
 
-    def create_chat_completion(self, messages: Sequence[Mapping[str, Any]], **kwargs: Any):
+    def _stream(self, request: Request, header: dict[str, Any], echo_text: str | None,
+                loras: dict[str, float]) -> Iterator[dict[str, Any]]:
+        turn = self._turns.acquire(stream=True)
+        events = self._events(request, echo_text, loras)
+        try:
+            for chunk in completion_chunks(events, request.logprobs is not None):
+                yield {**header, "choices": [{"index": 0, **chunk}]}
+                turn.check()
+        finally:
+            events.close()
+            self._turns.release(turn)
+
+    def _events(self, request: Request, echo_text: str | None, loras: dict[str, float]) -> Iterator[Event]:
+        session = self._session
+        if session is None:
+            raise ValueError("this Llama was loaded with vocab_only=True; it cannot generate")
+        self._apply_loras(loras)
+        self.last_speculation = SpeculationStats()
+        prompt = request.prompt_tokens
+        if echo_text is not None:
+            infos = []
+            if request.logprobs is not None:  # every prompt position's logits: evaluated afresh
+                infos = prompt_infos(self.model, prompt, session.prefill(prompt, all_logits=True), request.logprobs)
+            yield Event(echo_text, infos)
+        if self.cache is not None:
+            self._resume_from_cache(prompt)
+        for event in generate(self.model, session, request, self.seed, self.draft_model, self.last_speculation):
+            if event.finish_reason is not None:
+                if self.cache is not None:  # stored before the last event: callers stop reading there
+                    self.cache.put(LlamaState(tuple(session.tokens), self._context().state_bytes(), self.seed))
+                if self.verbose:
+                    print(self._context().perf(), file=sys.stderr)
+            yield event
+
+    # --- chat -----------------------------------------------------------------------------
+    @functools.cached_property
+    def chat_template(self) -> ChatTemplate:
+        """The template chats render with: ``chat_format``, else the GGUF's own, else chatml."""
+        return chat_template(self.model, self.chat_format)
+
+    def create_chat_completion(
+        self, messages: Sequence[Mapping[str, Any]], *, tools: Sequence[Mapping[str, Any]] | None = None,
+        tool_choice: Any = None, functions: Sequence[Mapping[str, Any]] | None = None, function_call: Any = None,
+        response_format: Mapping[str, Any] | None = None, stop: str | Sequence[str] | None = None,
+        max_tokens: int | None = None, logprobs: bool = False, top_logprobs: int | None = None, stream: bool = False,
+        model: str | None = None, reasoning: bool = False, grammar: str | None = None, **sampling: Any,
+    ) -> dict[str, Any] | Iterator[dict[str, Any]]:
         """An OpenAI ``chat.completion`` (or, with ``stream=True``, its chunks) for ``messages``.
 
         Takes tools/tool_choice (and legacy functions/function_call), response_format
@@ -249,30 +297,17 @@ class Llama:
         ``reasoning=True`` (``<think>`` text into ``reasoning_content``) and the sampling
         arguments of create_completion. See pyllama.chat.
         """
-        from .chat.completion import create_chat_completion
-
-        return create_chat_completion(self, messages, **kwargs)
-
-    def _stream(self, request: _completion.Request, header: dict[str, Any]) -> Iterator[dict[str, Any]]:
-        with self._lock:
-            events = self._run(request)
-            try:
-                for chunk in _completion.chunks(events, request.logprobs is not None):
-                    yield {**header, "choices": [{"index": 0, **chunk}]}
-            finally:
-                events.close()
-
-    def _run(self, request: _completion.Request) -> Iterator[_completion.Event]:
-        session = self._session
-        if session is None:
-            raise ValueError("this Llama was loaded with vocab_only=True; it cannot generate")
-        self._apply_loras(request.loras)
-        self.last_speculation = _completion.SpeculationStats()
-        if self.cache is not None:
-            self._resume_from_cache(request.prompt_tokens)
-        events = _completion.generate(self.model, session, request, self.seed, self.verbose, self.draft_model,
-                                      self.last_speculation)
-        return events if self.cache is None else self._cached(events)
+        plan = plan_chat(self.chat_template, self.model.vocab, messages, tools=tools, tool_choice=tool_choice,
+                         functions=functions, function_call=function_call, response_format=response_format,
+                         stop=stop, grammar=grammar, reasoning=reasoning)
+        completion = self.create_completion(plan.prompt_tokens, max_tokens=max_tokens, stop=plan.stops,
+                                            grammar=plan.grammar, grammar_triggers=plan.grammar_triggers,
+                                            stream=stream, logprobs=(top_logprobs or 0) if logprobs else None,
+                                            **sampling)
+        header = chat_header(model or self.model_path)
+        if stream:
+            return chat_chunks(completion, header, plan)
+        return chat_response(plan, header, completion)
 
     def set_cache(self, cache: Any) -> None:
         """Keep prompt states in ``cache`` (``pyllama.cache.RAMCache``/``DiskCache``); None turns it off."""
@@ -285,21 +320,10 @@ class Llama:
             self._context().load_state_bytes(state.state)
             session.tokens = list(state.tokens)
 
-    def _cached(self, events: Iterator[_completion.Event]) -> Iterator[_completion.Event]:
-        for event in events:
-            if event.finish_reason is not None:  # store before the last event: callers stop reading there
-                self.cache.put(LlamaState(tuple(self._session.tokens), self._context().state_bytes(), self.seed))
-            yield event
-
     def _prompt_tokens(self, prompt: Prompt, suffix: str | None) -> list[int]:
         vocab = self.model.vocab
         if suffix is not None:
-            fim = [vocab.fim_prefix, vocab.fim_suffix, vocab.fim_middle]
-            if -1 in fim:
-                raise ValueError("suffix needs a model with fill-in-the-middle tokens; this one has none")
-            text = prompt if isinstance(prompt, str) else vocab.detokenize(prompt)
-            tokens = ([vocab.bos] if vocab.add_bos else []) + [fim[0]] + self.tokenize(text, False, True) + \
-                [fim[1]] + self.tokenize(suffix, False, True) + [fim[2]]
+            tokens = infill_prompt(vocab, prompt if isinstance(prompt, str) else vocab.detokenize(prompt), suffix)
         elif isinstance(prompt, str):
             tokens = self.tokenize(prompt, add_bos=True, special=True)
         else:
@@ -331,31 +355,10 @@ class Llama:
         """Embedding of each input: a pooled vector, or one vector per token when pooling is NONE."""
         context = self._context()
         texts = [input] if isinstance(input, str) else list(input)
-        results, count = [], 0
-        with self._lock:
+        with self._turns.call():
             if self._session is not None:
                 self._session.reset()
-            for text in texts:
-                tokens = self.tokenize(text, add_bos=True, special=True)
-                if len(tokens) > context.n_batch:
-                    if not truncate:
-                        raise ContextOverflowError(f"the input has {len(tokens)} tokens but n_batch is {context.n_batch}")
-                    tokens = tokens[: context.n_batch]
-                count += len(tokens)
-                context.kv_clear()
-                batch = Batch.of(tokens, output=True)
-                if self.model.has_encoder or not self.model.has_decoder or context.pooling_type != PoolingType.NONE:
-                    context.encode(batch)
-                else:
-                    context.decode(batch)
-                if context.pooling_type == PoolingType.NONE:
-                    vectors = np.stack([np.array(context.embeddings(i)) for i in range(len(tokens))])
-                else:
-                    vectors = np.array(context.sequence_embeddings(0))
-                if normalize:
-                    vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=-1, keepdims=True), 1e-12)
-                results.append(vectors.tolist())
-            context.kv_clear()
+            results, count = embed(context, texts, normalize=normalize, truncate=truncate)
         output = results[0] if isinstance(input, str) else results
         return (output, count) if return_count else output
 
@@ -369,18 +372,18 @@ class Llama:
 
     # --- state ----------------------------------------------------------------------------
     def save_state(self) -> LlamaState:
-        with self._lock:
+        with self._turns.call():
             return LlamaState(tuple(self._session.tokens), self._context().state_bytes(), self.seed)
 
     def load_state(self, state: LlamaState) -> None:
-        with self._lock:
+        with self._turns.call():
             self._context().load_state_bytes(state.state)
             self._session.tokens = list(state.tokens)
             self.seed = state.seed
 
     def reset(self) -> None:
         """Forget the cached prefix."""
-        with self._lock:
+        with self._turns.call():
             if self._session is not None:
                 self._session.reset()
 

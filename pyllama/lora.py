@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from ._binding import log
+from ._binding import checks
 from ._binding import ffi, lib
 from ._binding.native import NativeObject, owned
 from .errors import LlamaError
@@ -18,11 +18,9 @@ class LoraAdapter(NativeObject):
         if not os.path.isfile(path):
             raise FileNotFoundError(f"LoRA adapter not found: {os.fspath(path)}")
         model_handle = model._ptr
-        log.take_errors()
-        pointer = lib.llama_adapter_lora_init(model_handle, os.fsencode(path))
-        if pointer == ffi.NULL:
-            raise LlamaError(f"{os.fspath(path)}: could not load the LoRA adapter: "
-                             + ("; ".join(log.take_errors()) or "llama.cpp gave no reason"))
+        checks.before_call()
+        pointer = checks.check_pointer(lib.llama_adapter_lora_init(model_handle, os.fsencode(path)), LlamaError,
+                                       f"{os.fspath(path)}: could not load the LoRA adapter")
         # the model frees its adapters itself; ours is freed first because it holds the model handle
         self._handle = owned(pointer, lib.llama_adapter_lora_free, model_handle)
         self.path = os.fspath(path)

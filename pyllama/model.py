@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Union
 
-from ._binding import log
+from ._binding import checks
 from ._binding.callbacks import CallbackSlot
 from ._progress import progress_bar
 from ._binding import ffi, lib
@@ -61,10 +61,9 @@ def _kv_overrides(overrides: Mapping[str, KvValue]) -> Any:
 def _rpc_devices(servers: Sequence[str]) -> list[Any]:
     devices = []
     for endpoint in servers:
-        log.take_errors()
-        reg = lib.pyllama_rpc_add_server(endpoint.encode())
-        if reg == ffi.NULL:
-            raise ModelLoadError(f"could not reach the RPC server {endpoint!r}: {log.failure_reason()}")
+        checks.before_call()
+        reg = checks.check_pointer(lib.pyllama_rpc_add_server(endpoint.encode()), ModelLoadError,
+                                   f"could not reach the RPC server {endpoint!r}", guarded=True)
         devices += [lib.ggml_backend_reg_dev_get(reg, i) for i in range(lib.ggml_backend_reg_dev_count(reg))]
     return devices
 
@@ -141,15 +140,14 @@ class Model(NativeObject):
             params.progress_callback = lib._pyllama_on_progress
             params.progress_callback_user_data = slot.handle
 
-        log.take_errors()
+        checks.before_call()
         pointer = lib.pyllama_model_load(os.fsencode(self.path), params)
         if slot is not None:
             slot.reraise()
-        if pointer == ffi.NULL:
-            reason = log.failure_reason()
-            if slot is not None and slot.cancelled:
-                reason = "loading was cancelled by the progress callback"
-            raise ModelLoadError(f"{self.path}: could not load the model: {reason}")
+            if slot.cancelled and pointer == ffi.NULL:
+                raise ModelLoadError(f"{self.path}: could not load the model: loading was cancelled by the "
+                                     "progress callback")
+        checks.check_pointer(pointer, ModelLoadError, f"{self.path}: could not load the model", guarded=True)
         self._handle = owned(pointer, lib.llama_model_free)
         self._vocab = Vocab(self)
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ._binding import log
+from ._binding import checks
 from ._binding import ffi, lib
 from ._binding.native import NativeObject, owned
 from .context import Context
@@ -33,8 +33,7 @@ class Sampler(NativeObject):
         self._stages: list[str] = []
 
     def _add(self, pointer: Any, what: str, model: Model | None = None) -> Sampler:
-        if pointer == ffi.NULL:
-            raise ValueError(f"invalid {what} sampler: " + ("; ".join(log.take_errors()) or "rejected by llama.cpp"))
+        checks.check_pointer(pointer, ValueError, f"invalid {what} sampler", guarded=what.startswith("grammar"))
         if model is not None:
             self._parents.append(model._ptr)
         lib.llama_sampler_chain_add(self._ptr, pointer)  # the chain owns it now
@@ -108,7 +107,7 @@ class Sampler(NativeObject):
 
     def grammar(self, model: Model, gbnf: str, root: str = "root") -> Sampler:
         """Constrain output to a GBNF grammar; a grammar that does not parse raises ValueError."""
-        log.take_errors()
+        checks.before_call()
         return self._add(lib.pyllama_sampler_init_grammar(model.vocab._ptr, gbnf.encode(), root.encode()), "grammar",
                          model)
 
@@ -116,7 +115,7 @@ class Sampler(NativeObject):
                      trigger_tokens: Sequence[int] = (), root: str = "root") -> Sampler:
         """A grammar that applies only once a trigger pattern (regex) or token has appeared."""
         patterns = [ffi.new("char[]", p.encode()) for p in trigger_patterns]
-        log.take_errors()
+        checks.before_call()
         pointer = lib.pyllama_sampler_init_grammar_lazy_patterns(
             model.vocab._ptr, gbnf.encode(), root.encode(), ffi.new("const char *[]", patterns), len(patterns),
             ffi.new("llama_token[]", list(trigger_tokens)), len(trigger_tokens))
@@ -132,23 +131,23 @@ class Sampler(NativeObject):
             context_handle = context._ptr
             logits = lib.llama_get_logits_ith(context_handle, i)
             if logits == ffi.NULL:
-                log.take_errors()
+                checks.before_call()  # llama.cpp logged why; the message below says it
                 raise IndexError(f"no logits for batch token {i}: the last decode did not request them")
             if self._stages == ["greedy"]:  # the whole chain is an argmax: numpy does it ~15x faster
                 return int(np.frombuffer(ffi.buffer(logits, 4 * context.n_vocab), dtype=np.float32).argmax())
             token = lib.pyllama_sampler_sample(self._ptr, context_handle, i)
         if token < 0:
-            raise SamplingError(f"sampling failed: {_failure()}")
+            raise checks.failure(SamplingError, "sampling failed", guarded=True)
         return token
 
     def accept(self, token: int) -> None:
         """Tell stateful stages (penalties, grammar, mirostat) about a token chosen elsewhere."""
         if not lib.pyllama_sampler_accept(self._ptr, token):
-            raise SamplingError(f"accepting token {token} failed: {_failure()}")
+            raise checks.failure(SamplingError, f"accepting token {token} failed", guarded=True)
 
     def reset(self) -> None:
         if not lib.pyllama_sampler_reset(self._ptr):
-            raise SamplingError(f"resetting the sampler failed: {_failure()}")
+            raise checks.failure(SamplingError, "resetting the sampler failed", guarded=True)
 
     def clone(self) -> Sampler:
         twin = Sampler.__new__(Sampler)
@@ -170,8 +169,3 @@ class Sampler(NativeObject):
 
     def __repr__(self) -> str:
         return f"<pyllama.Sampler {' -> '.join(self._stages) or 'empty'}>"
-
-
-def _failure() -> str:
-    """What the guarded call that just failed on this thread threw (csrc/guarded_calls.cpp)."""
-    return ffi.string(lib.pyllama_last_failure()).decode("utf-8", "replace")

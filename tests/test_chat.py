@@ -12,7 +12,7 @@ import transformers
 from models import write_llama
 from pyllama import ContextOverflowError, Llama
 from pyllama import ChatSession
-from pyllama.chat import ChatTemplate, ChatTemplateError, chat_template, parse_tool_calls
+from pyllama.chat import ChatTemplate, ChatTemplateError, parse_tool_calls
 from pyllama.chat.formats import FORMATS
 
 USER_DETAIL = {"type": "function", "function": {"name": "UserDetail", "parameters": {
@@ -77,11 +77,11 @@ def test_template_errors_are_clear():
 
 def test_the_gguf_template_is_the_default(chat_model, tiny_spm):
     with Llama(str(chat_model), n_ctx=256) as llm:
-        assert chat_template(llm).source == HERMES_STYLE
+        assert llm.chat_template.source == HERMES_STYLE
     with Llama(str(chat_model), n_ctx=256, chat_format="llama-3") as llm:
-        assert chat_template(llm).source == FORMATS["llama-3"].template
+        assert llm.chat_template.source == FORMATS["llama-3"].template
     with Llama(str(chat_model), n_ctx=256, chat_format="{{ messages[0].content }}") as llm:
-        assert chat_template(llm).render(MESSAGES) == "Be brief."
+        assert llm.chat_template.render(MESSAGES) == "Be brief."
     with Llama(str(tiny_spm[0]), n_ctx=256, chat_format="no-such-format") as llm:
         with pytest.raises(ValueError, match="unknown chat_format"):
             llm.create_chat_completion(MESSAGES)
@@ -217,7 +217,7 @@ def test_native_tool_call_syntaxes(text, content, calls):
 
 def test_model_with_native_template_gets_tools_in_its_own_prompt(chat_model):
     with Llama(str(chat_model), n_ctx=2048, seed=3) as llm:
-        template = chat_template(llm)
+        template = llm.chat_template
         prompt = template.render([{"role": "user", "content": "weather?"}], tools=[WEATHER])
         assert "<tools>" in prompt and '"get_weather"' in prompt
         out = llm.create_chat_completion([{"role": "user", "content": "weather?"}], tools=[WEATHER],

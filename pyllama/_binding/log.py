@@ -81,12 +81,3 @@ def install() -> None:
     """Route llama.cpp's and ggml's log through :data:`logger` (done once, at import)."""
     lib.llama_log_set(lib._pyllama_on_log, ffi.NULL)
 
-
-def failure_reason() -> str:
-    """Why the last llama.cpp call on this thread failed: the error lines it logged, and the
-    assertion a guarded call turned into an error (csrc/guarded_calls.cpp)."""
-    errors = take_errors()
-    assertion = ffi.string(lib.pyllama_last_failure()).decode("utf-8", "replace")
-    if assertion and not any(assertion in line for line in errors):
-        errors.append(assertion)
-    return "; ".join(errors) or "llama.cpp gave no reason"

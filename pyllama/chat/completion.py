@@ -1,8 +1,11 @@
-"""create_chat_completion: messages in, an OpenAI ``chat.completion`` (or its chunks) out.
+"""Chat requests: messages in, a prompt and constraints out; generated text back into an
+OpenAI ``chat.completion`` (or its chunks).
 
-The messages are rendered with the chat template (the model's own, a named format, or a
-custom string), tools and response formats become grammars, the completion runs through
-``Llama.create_completion``, and the text is split back into content, reasoning and calls.
+:func:`plan_chat` renders the messages with a chat template (the model's own, a named
+format, or a custom string) and turns tools and response formats into grammars; whoever
+generates (``Llama``, the server's engine) runs the plan; :func:`chat_response` and
+:class:`ChatChunker` split the text back into content, reasoning and tool calls. Planning
+needs a template and a vocabulary, never a whole model or Llama.
 """
 
 from __future__ import annotations
@@ -11,32 +14,15 @@ import dataclasses
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from ..vocab import Vocab
 from . import tools as tooling
-from .formats import get_format
 from .json_schema import SchemaError, json_grammar, schema_to_gbnf
 from .template import ChatTemplate
 
-if TYPE_CHECKING:
-    from ..llama import Llama
-
 ROLES = {"system", "developer", "user", "assistant", "tool", "function"}
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
-
-
-def chat_template(llm: Llama) -> ChatTemplate:
-    """The template for ``llm``: its chat_format, else the GGUF's own, else chatml."""
-    vocab = llm.model.vocab
-    bos = vocab.text(vocab.bos) if vocab.bos >= 0 else ""
-    eos = vocab.text(vocab.eos) if vocab.eos >= 0 else ""
-    name = llm.chat_format
-    if name is not None and ("{{" in name or "{%" in name):  # a template string of the user's own
-        return ChatTemplate(name, bos, eos, stop=[eos] if eos else [])
-    if name is None and llm.model.chat_template():
-        return ChatTemplate(llm.model.chat_template(), bos, eos, stop=[eos] if eos else [])
-    chat_format = get_format(name or "chatml")
-    return ChatTemplate(chat_format.template, bos, eos, stop=list(chat_format.stop))
 
 
 def _text_of(content: Any, where: str) -> str | None:
@@ -74,7 +60,7 @@ def _legacy_functions(functions: Any, function_call: Any) -> tuple[list[dict], A
     return tools, {"type": "function", "function": {"name": function_call.get("name")}}
 
 
-def _response_grammar(response_format: Mapping[str, Any] | None) -> str | None:
+def response_grammar(response_format: Mapping[str, Any] | None) -> str | None:
     if not response_format or response_format.get("type") in (None, "text"):
         return None
     kind = response_format.get("type")
@@ -120,20 +106,19 @@ class ChatPlan:
     reasoning: bool
 
 
-def plan_chat(llm: Llama, messages: Sequence[Mapping[str, Any]], *, tools: Sequence[Mapping[str, Any]] | None = None,
-              tool_choice: Any = None, functions: Sequence[Mapping[str, Any]] | None = None,
-              function_call: Any = None, response_format: Mapping[str, Any] | None = None,
-              stop: str | Sequence[str] | None = None, grammar: str | None = None,
-              reasoning: bool = False) -> ChatPlan:
+def plan_chat(template: ChatTemplate, vocab: Vocab, messages: Sequence[Mapping[str, Any]], *,
+              tools: Sequence[Mapping[str, Any]] | None = None, tool_choice: Any = None,
+              functions: Sequence[Mapping[str, Any]] | None = None, function_call: Any = None,
+              response_format: Mapping[str, Any] | None = None, stop: str | Sequence[str] | None = None,
+              grammar: str | None = None, reasoning: bool = False) -> ChatPlan:
     """Render and constrain a chat request; bad requests raise ValueError."""
     messages = normalize_messages(messages)
     if functions:
         tools, tool_choice = _legacy_functions(functions, function_call)
     known = tooling.validate_tools(tools or [])
     choice = tooling.resolve_choice(tool_choice, known)
-    template = chat_template(llm)
-    functionary = llm.chat_format == "functionary"
-    grammar, triggers = _response_grammar(response_format) or grammar, ()
+    functionary = template.format == "functionary"
+    grammar, triggers = response_grammar(response_format) or grammar, ()
     offered = tools if known and choice != "none" else None
     if offered and not functionary and "tools" not in template.source:
         messages = _with_system_note(messages, tooling.generic_instructions(offered, choice))
@@ -144,8 +129,8 @@ def plan_chat(llm: Llama, messages: Sequence[Mapping[str, Any]], *, tools: Seque
             grammar = tooling.generic_grammar(known, choice)
             triggers = (tooling.GENERIC_TRIGGER,) if choice == "auto" else ()
     prompt = template.render(messages, tools=offered, add_generation_prompt=True)
-    prompt_tokens = llm.tokenize(prompt, add_bos=True, special=True)
-    if len(prompt_tokens) > 1 and prompt_tokens[0] == prompt_tokens[1] == llm.token_bos():
+    prompt_tokens = vocab.tokenize(prompt, add_special=True, parse_special=True)
+    if len(prompt_tokens) > 1 and prompt_tokens[0] == prompt_tokens[1] == vocab.bos:
         prompt_tokens = prompt_tokens[1:]  # the template wrote BOS itself
     stops = list(template.stop) + ([stop] if isinstance(stop, str) else list(stop or []))
     return ChatPlan(prompt_tokens, stops, grammar, triggers, known if offered else {}, bool(functions), reasoning)
@@ -176,25 +161,6 @@ def chat_response(plan: ChatPlan, header: dict[str, Any], completion: Mapping[st
             "usage": completion["usage"]}
 
 
-def create_chat_completion(llm: Llama, messages: Sequence[Mapping[str, Any]], *,
-                           tools: Sequence[Mapping[str, Any]] | None = None, tool_choice: Any = None,
-                           functions: Sequence[Mapping[str, Any]] | None = None, function_call: Any = None,
-                           response_format: Mapping[str, Any] | None = None, stop: str | Sequence[str] | None = None,
-                           max_tokens: int | None = None, logprobs: bool = False, top_logprobs: int | None = None,
-                           stream: bool = False, model: str | None = None, reasoning: bool = False,
-                           grammar: str | None = None, **sampling: Any) -> dict[str, Any] | Iterator[dict[str, Any]]:
-    plan = plan_chat(llm, messages, tools=tools, tool_choice=tool_choice, functions=functions,
-                     function_call=function_call, response_format=response_format, stop=stop, grammar=grammar,
-                     reasoning=reasoning)
-    completion = llm.create_completion(plan.prompt_tokens, max_tokens=max_tokens, stop=plan.stops,
-                                       grammar=plan.grammar, grammar_triggers=plan.grammar_triggers, stream=stream,
-                                       logprobs=(top_logprobs or 0) if logprobs else None, **sampling)
-    header = chat_header(model or llm.model_path)
-    if stream:
-        return chat_chunks(completion, header, plan)
-    return chat_response(plan, header, completion)
-
-
 def _with_system_note(messages: list[dict[str, Any]], note: str) -> list[dict[str, Any]]:
     if messages and messages[0]["role"] == "system":
         return [{**messages[0], "content": f"{messages[0]['content'] or ''}\n\n{note}".strip()}] + messages[1:]
@@ -213,14 +179,14 @@ class ChatChunker:
     deltas; a tool call comes whole at the end, because text that could still become a call
     is held back until it is clear."""
 
-    def __init__(self, header: dict[str, Any], plan: ChatPlan) -> None:
-        self.header, self.known = header, plan.known_tools
+    def __init__(self, header: dict[str, Any], plan: ChatPlan, index: int = 0) -> None:
+        self.header, self.known, self.index = header, plan.known_tools, index
         self.held, self.streaming_text = "", not plan.known_tools
         self.thinking, self.after_thinking = plan.reasoning, False
 
     def chunk(self, delta: dict[str, Any], finish: str | None = None, logprobs: Any = None) -> dict[str, Any]:
         return {**self.header, "object": "chat.completion.chunk",
-                "choices": [{"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish}]}
+                "choices": [{"index": self.index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}]}
 
     def start(self) -> dict[str, Any]:
         return self.chunk({"role": "assistant", "content": ""})

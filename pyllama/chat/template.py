@@ -13,11 +13,16 @@ import datetime
 import functools
 import json
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jinja2
 import jinja2.ext
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from .formats import get_format
+
+if TYPE_CHECKING:
+    from ..model import Model
 
 
 class ChatTemplateError(ValueError):
@@ -53,11 +58,13 @@ def _compile(source: str) -> jinja2.Template:
 class ChatTemplate:
     """A jinja chat template plus the special tokens it refers to."""
 
-    def __init__(self, source: str, bos_token: str = "", eos_token: str = "", stop: Sequence[str] = ()) -> None:
+    def __init__(self, source: str, bos_token: str = "", eos_token: str = "", stop: Sequence[str] = (),
+                 format: str | None = None) -> None:
         self.source = source
         self.bos_token = bos_token
         self.eos_token = eos_token
         self.stop = list(stop)  # strings that end an assistant turn in this format
+        self.format = format  # the named format it came from, if any
         self._template = _compile(source)
 
     def render(self, messages: Sequence[Mapping[str, Any]], *, add_generation_prompt: bool = True,
@@ -69,3 +76,18 @@ class ChatTemplate:
                                          eos_token=self.eos_token, **extra)
         except jinja2.exceptions.TemplateError as exc:
             raise ChatTemplateError(f"the chat template failed: {exc}") from exc
+
+
+def chat_template(model: Model, chat_format: str | None = None) -> ChatTemplate:
+    """The template for ``model``: ``chat_format`` (a named format or a template string of
+    your own), else the GGUF's own, else chatml."""
+    vocab = model.vocab
+    bos = vocab.text(vocab.bos) if vocab.bos >= 0 else ""
+    eos = vocab.text(vocab.eos) if vocab.eos >= 0 else ""
+    if chat_format is not None and ("{{" in chat_format or "{%" in chat_format):
+        return ChatTemplate(chat_format, bos, eos, stop=[eos] if eos else [])
+    embedded = model.chat_template() if chat_format is None else None
+    if embedded:
+        return ChatTemplate(embedded, bos, eos, stop=[eos] if eos else [])
+    named = get_format(chat_format or "chatml")
+    return ChatTemplate(named.template, bos, eos, stop=list(named.stop), format=chat_format or "chatml")

@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
     from .._binding import ffi, lib
     from ..errors import LlamaError
     from ..gguf_check import check_gguf
-    from .._binding.log import failure_reason
+    from .._binding import checks
 
     types = quant_types()
     name = args.type.upper()
@@ -111,10 +111,11 @@ def run(args: argparse.Namespace) -> int:
             item.name, item.data, item.size = c_name, array, len(values)
         params.imatrix = table
         print(f"imatrix: {len(entries)} weights from {args.imatrix}")
+    checks.before_call()
     with _progress_from_log(f"quantizing to {name}"):
         failed = lib.llama_model_quantize(os.fsencode(args.input), os.fsencode(args.output), params) != 0
     if failed:
-        raise LlamaError(f"quantizing {args.input} failed: {failure_reason()}")
+        raise checks.failure(LlamaError, f"quantizing {args.input} failed")
     before, after = Path(args.input).stat().st_size, Path(args.output).stat().st_size
     print(f"{args.input} ({before / 2**20:.1f} MiB) -> {args.output} ({after / 2**20:.1f} MiB, {name})")
     return 0

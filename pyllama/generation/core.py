@@ -1,47 +1,60 @@
-"""The completion loop behind Llama.create_completion: prompt in, text events out.
+"""One request's generation, driven one token at a time by ``Llama`` and by the server's engine.
 
-``generate`` evaluates the prompt through a Session (reusing the cached prefix), samples
-token by token, and yields :class:`Event` s whose text is safe to show (whole UTF-8
-characters, stop strings removed). ``collect`` and ``chunks`` turn the events into the
-OpenAI-shaped pieces of a plain and a streamed response.
+A :class:`Generation` owns what belongs to one request: its sampler chain (primed with the
+prompt for the penalties), the stop-string stream, the token limit, logprobs, usage, timings
+and why it ended. Whoever drives it owns the context: it evaluates tokens and tells the
+Generation which row of logits to sample from. ``advance`` samples and accounts for one token
+and returns the text that is safe to show; when ``finish_reason`` is set, it is done.
+:func:`generate` is the single-sequence driver ``Llama`` uses.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import sys
-from collections.abc import Callable, Iterator
-from typing import Any
+import time
+from collections.abc import Iterator
 
 import numpy as np
 
-from .text_stream import TextStream
+from ..context import Context
 from ..model import Model
-from ..sampler import Sampler
+from ..vocab import Vocab
 from .params import SamplingParams
 from .session import ContextFullError, Session
-
-
-Drafter = Callable[[np.ndarray], np.ndarray]
+from .speculative import Drafter, verified_tokens
+from .text_stream import TextStream
 
 
 @dataclasses.dataclass
 class Request:
+    """What to generate; validated by whoever built it (Llama's arguments, the server's models)."""
+
     prompt_tokens: list[int]
     params: SamplingParams
-    max_tokens: int | None = 16
+    max_tokens: int | None = 16  # None or <= 0: until the context is full
     stops: list[str] = dataclasses.field(default_factory=list)
-    echo: bool = False
-    echo_text: str = ""
-    logprobs: int | None = None
-    loras: dict[str, float] = dataclasses.field(default_factory=dict)
+    logprobs: int | None = None  # alternatives per token to report; None: no logprobs
+    ignore_eos: bool = False
 
 
 @dataclasses.dataclass
-class TokenInfo:
-    text: str
+class Candidate:
+    token: int
+    piece: bytes
+    logprob: float
+
+    @property
+    def text(self) -> str:
+        return self.piece.decode("utf-8", "replace")
+
+
+@dataclasses.dataclass
+class TokenInfo(Candidate):
+    """A generated (or echoed) token, its logprob (None for the first prompt token) and the
+    most likely alternatives at its position."""
+
     logprob: float | None = None
-    top: dict[str, float] | None = None
+    top: list[Candidate] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass
@@ -52,15 +65,9 @@ class Event:
     tokens: list[TokenInfo]
     finish_reason: str | None = None
     usage: dict[str, int] | None = None
-    error: str | None = None  # set by the server's engine when generation failed
-
-
-@dataclasses.dataclass
-class Result:
-    text: str
-    finish_reason: str
-    usage: dict[str, int]
-    logprobs: dict[str, list] | None
+    timings: dict[str, float] | None = None
+    stop_word: str | None = None  # the stop string that ended it, if one did
+    error: str | None = None  # set by the server's engine when this request failed
 
 
 def _log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -68,20 +75,115 @@ def _log_softmax(logits: np.ndarray) -> np.ndarray:
     return shifted - np.log(np.exp(shifted).sum())
 
 
-def _token_info(model: Model, logits: np.ndarray, token: int, top_n: int) -> TokenInfo:
-    logprobs = _log_softmax(logits)
+def token_info(model: Model, logits: np.ndarray, token: int, top_n: int) -> TokenInfo:
+    """``token``'s logprob under ``logits`` and the ``top_n`` most likely tokens there."""
+    logprobs = _log_softmax(np.asarray(logits))
     top = np.argpartition(-logprobs, min(top_n, len(logprobs) - 1))[:top_n] if top_n > 0 else []
-    text = model.token_to_piece(token).decode("utf-8", "replace")
-    best = {model.token_to_piece(int(t)).decode("utf-8", "replace"): float(logprobs[t])
-            for t in sorted(top, key=lambda t: -logprobs[t])}
-    return TokenInfo(text, float(logprobs[token]), best)
+    piece = model.vocab.token_to_piece
+    best = [Candidate(int(t), piece(int(t)), float(logprobs[t])) for t in sorted(top, key=lambda t: -logprobs[t])]
+    return TokenInfo(token, piece(token), float(logprobs[token]), best)
 
 
-def _prompt_infos(model: Model, prompt: list[int], rows: list[np.ndarray], top_n: int) -> list[TokenInfo]:
-    infos = [TokenInfo(model.token_to_piece(prompt[0]).decode("utf-8", "replace"))]
+def prompt_infos(model: Model, prompt: list[int], rows: list[np.ndarray], top_n: int) -> list[TokenInfo]:
+    """Logprobs of each prompt token under the logits of the position before it (echo)."""
+    infos = [TokenInfo(prompt[0], model.token_to_piece(prompt[0]))]
     for row, token in zip(rows, prompt[1:]):
-        infos.append(_token_info(model, row, token, top_n))
+        infos.append(token_info(model, row, token, top_n))
     return infos
+
+
+def infill_prompt(vocab: Vocab, prefix: str, suffix: str) -> list[int]:
+    """A fill-in-the-middle prompt: the model writes what goes between ``prefix`` and ``suffix``."""
+    fim = [vocab.fim_prefix, vocab.fim_suffix, vocab.fim_middle]
+    if -1 in fim:
+        raise ValueError("fill-in-the-middle needs a model with FIM tokens; this one has none")
+    return (([vocab.bos] if vocab.add_bos else []) + [fim[0]] + vocab.tokenize(prefix, False, True) + [fim[1]]
+            + vocab.tokenize(suffix, False, True) + [fim[2]])
+
+
+class Generation:
+    """The per-request state of generating after a prompt.
+
+    ``limit`` is how many tokens it may generate (the caller folds in ``max_tokens`` and the
+    room left in its context). ``n_ctx`` resolves ``penalty_last_n=-1`` (the whole context).
+    """
+
+    def __init__(self, model: Model, request: Request, seed: int, limit: int, n_ctx: int) -> None:
+        self.model = model
+        self.request = request
+        self.sampler = request.params.sampler(model, seed, history=request.prompt_tokens, n_ctx=n_ctx)
+        self.stream = TextStream(request.stops)
+        self.limit = limit
+        self.generated = 0
+        self.last_token = -1
+        self.finish_reason: str | None = None
+        self.prompt_evaluated = len(request.prompt_tokens)  # the driver lowers it when it reused a cached prefix
+        self._is_eog = (lambda token: False) if request.ignore_eos else model.vocab.is_eog
+        self._piece = model.vocab.token_to_piece
+        self._pending: list[TokenInfo] = []
+        self._started = time.perf_counter()
+        self._first_token: float | None = None
+        self._finished: float | None = None
+
+    def sample(self, context: Context, row: int = -1) -> int:
+        """Pick the next token from batch row ``row`` of the context's last decode."""
+        return self.sampler.sample(context, row)
+
+    def advance(self, context: Context, row: int = -1) -> Event | None:
+        """Sample one token from ``row`` and account for it (:meth:`take`)."""
+        return self.take(self.sampler.sample(context, row), context, row)
+
+    def take(self, token: int, context: Context, row: int = -1) -> Event | None:
+        """Account for a sampled token: its text, logprobs, stop strings and limits. Returns an
+        Event when there is something to show, and always when the generation ends."""
+        if self._first_token is None:
+            self._first_token = time.perf_counter()
+        if self._is_eog(token):
+            return self.finish("stop")
+        self.generated += 1
+        self.last_token = token
+        if self.request.logprobs is not None:
+            self._pending.append(token_info(self.model, context.logits(row), token, self.request.logprobs))
+        text = self.stream.push(self._piece(token))
+        if self.stream.stopped:
+            return self.finish("stop", text)
+        if self.generated >= self.limit:
+            return self.finish("length", text)
+        if not text:
+            return None
+        event, self._pending = Event(text, self._pending), []
+        return event
+
+    def finish(self, reason: str, text: str = "") -> Event:
+        """End the generation (also when the driver ran out of context): the last Event."""
+        self.finish_reason = reason
+        self._finished = time.perf_counter()
+        event = Event(text + self.stream.finish(), self._pending, reason, self.usage, self.timings,
+                      self.stream.stopped_by)
+        self._pending = []
+        return event
+
+    @property
+    def usage(self) -> dict[str, int]:
+        prompt = len(self.request.prompt_tokens)
+        return {"prompt_tokens": prompt, "completion_tokens": self.generated, "total_tokens": prompt + self.generated}
+
+    @property
+    def timings(self) -> dict[str, float]:
+        """llama-server's ``timings``: prompt evaluation (up to the first token) and generation."""
+        first = self._first_token or time.perf_counter()
+        end = self._finished or time.perf_counter()
+        prompt_ms, predicted_ms = 1e3 * (first - self._started), 1e3 * (end - first)
+        prompt_n, predicted_n = self.prompt_evaluated, self.generated
+        return {
+            "cache_n": len(self.request.prompt_tokens) - prompt_n,
+            "prompt_n": prompt_n, "prompt_ms": prompt_ms,
+            "prompt_per_token_ms": prompt_ms / prompt_n if prompt_n else 0.0,
+            "prompt_per_second": 1e3 * prompt_n / prompt_ms if prompt_ms > 0 else 0.0,
+            "predicted_n": predicted_n, "predicted_ms": predicted_ms,
+            "predicted_per_token_ms": predicted_ms / predicted_n if predicted_n else 0.0,
+            "predicted_per_second": 1e3 * predicted_n / predicted_ms if predicted_ms > 0 else 0.0,
+        }
 
 
 @dataclasses.dataclass
@@ -94,129 +196,38 @@ class SpeculationStats:
         return self.accepted / self.drafted if self.drafted else 0.0
 
 
-def _plain_tokens(session: Session, sampler: Sampler) -> Iterator[int]:
-    """Sample, hand out, evaluate: one token per decode. Ends when the context is full."""
-    while True:
-        token = sampler.sample(session.context)
-        yield token
-        try:
-            session.append(token)
-        except ContextFullError:
-            return
-
-
-def _speculative_tokens(session: Session, sampler: Sampler, drafter: Drafter,
-                        stats: SpeculationStats) -> Iterator[int]:
-    """Let the drafter guess, verify the guess in one batch, hand out what the target's own
-    sampler agrees with plus its first disagreement: the same tokens as plain decoding."""
-    token = sampler.sample(session.context)
-    window = 16  # how much of a guess to verify: halves after a miss on the first token, doubles after a full hit
-    while True:
-        yield token
-        room = min(session.n_ctx - len(session.tokens) - 2, window)
-        draft = [int(t) for t in drafter(np.asarray(session.tokens + [token], dtype=np.int32))][:room] if room > 0 else []
-        if not draft:
-            try:
-                session.append(token)
-            except ContextFullError:
-                return
-            token = sampler.sample(session.context)
-            continue
-        session.extend([token] + draft)
-        stats.drafted += len(draft)
-        for i, guess in enumerate(draft):
-            token = sampler.sample(session.context, i)
-            if token != guess:
-                session.truncate(len(session.tokens) - (len(draft) - i))
-                if i == 0:
-                    window = max(1, window // 2)
-                break
-            stats.accepted += 1
-            yield token
-        else:
-            window = min(64, window * 2)
-            token = sampler.sample(session.context, len(draft))
-
-
-def generate(model: Model, session: Session, request: Request, seed: int, verbose: bool = False,
-             drafter: Drafter | None = None, stats: SpeculationStats | None = None) -> Iterator[Event]:
-    vocab = model.vocab
+def generate(model: Model, session: Session, request: Request, seed: int, drafter: Drafter | None = None,
+             stats: SpeculationStats | None = None) -> Iterator[Event]:
+    """Evaluate the prompt through ``session`` (reusing its cached prefix) and generate; the
+    last Event carries the finish reason. With a drafter (and no logprobs), guesses are
+    verified in one batch each, and the output is exactly that of plain decoding."""
     prompt = request.prompt_tokens
-    want_logprobs = request.logprobs is not None
-    rows = session.prefill(prompt, all_logits=request.echo and want_logprobs)
-    sampler = request.params.sampler(model, seed)
-    stats = stats if stats is not None else SpeculationStats()
-    if not request.params.grammar:  # penalties see the prompt; a grammar must not be fed it
-        for token in prompt[-request.params.penalty_last_n:]:
-            sampler.accept(token)
-
-    pending: list[TokenInfo] = []
-    if request.echo:
-        if want_logprobs:
-            pending = _prompt_infos(model, prompt, rows, request.logprobs or 0)
-        yield Event(request.echo_text, pending)
-        pending = []
-
+    session.prefill(prompt)
     room = session.n_ctx - len(prompt)
     limit = request.max_tokens if request.max_tokens and request.max_tokens > 0 else room
     if session.keep is None:
         limit = min(limit, room)
-    stream = TextStream(request.stops)
-    if drafter is not None and not want_logprobs:
-        tokens = _speculative_tokens(session, sampler, drafter, stats)
-    else:
-        tokens = _plain_tokens(session, sampler)
-    generated, finish = 0, "length"
-    try:
-        for token in tokens:
-            if vocab.is_eog(token):
-                finish = "stop"
-                break
-            generated += 1
-            if want_logprobs:
-                pending.append(_token_info(model, session.context.logits(), token, request.logprobs or 0))
-            text = stream.push(vocab.token_to_piece(token))
-            if text or stream.stopped:
-                yield Event(text, pending)
-                pending = []
-            if stream.stopped:
-                finish = "stop"
-                break
-            if generated == limit:
-                break
-    finally:
-        tokens.close()
-    usage = {"prompt_tokens": len(prompt), "completion_tokens": generated, "total_tokens": len(prompt) + generated}
-    if verbose:
-        print(session.context.perf(), file=sys.stderr)
-    yield Event(stream.finish(), pending, finish, usage)
-
-
-def _logprobs_dict(infos: list[TokenInfo], offset: int = 0) -> dict[str, list]:
-    offsets = []
-    for info in infos:
-        offsets.append(offset)
-        offset += len(info.text)
-    return {"tokens": [i.text for i in infos], "text_offset": offsets,
-            "token_logprobs": [i.logprob for i in infos], "top_logprobs": [i.top for i in infos]}
-
-
-def collect(events: Iterator[Event], with_logprobs: bool) -> Result:
-    texts, infos = [], []
-    for event in events:
-        texts.append(event.text)
-        infos += event.tokens
-        if event.finish_reason is not None:
-            logprobs = _logprobs_dict(infos) if with_logprobs else None
-            return Result("".join(texts), event.finish_reason, event.usage or {}, logprobs)
-    raise RuntimeError("generation ended without a final event")
-
-
-def chunks(events: Iterator[Event], with_logprobs: bool) -> Iterator[dict[str, Any]]:
-    """``{"text", "logprobs", "finish_reason"}`` per event; text offsets run across chunks."""
-    offset = 0
-    for event in events:
-        logprobs = _logprobs_dict(event.tokens, offset) if with_logprobs else None
-        offset += sum(len(info.text) for info in event.tokens)
-        if event.text or event.finish_reason is not None or event.tokens:
-            yield {"text": event.text, "logprobs": logprobs, "finish_reason": event.finish_reason}
+    generation = Generation(model, request, seed, limit, session.n_ctx)
+    generation.prompt_evaluated = session.last_prompt_evaluated
+    if drafter is not None and request.logprobs is None:
+        stats = stats if stats is not None else SpeculationStats()
+        for token, row in verified_tokens(session, generation.sample, drafter, stats):
+            event = generation.take(token, session.context, row)
+            if event is not None:
+                yield event
+            if generation.finish_reason is not None:
+                return
+        yield generation.finish("length")  # the context is full
+        return
+    context = session.context
+    while True:
+        event = generation.advance(context)
+        if event is not None:
+            yield event
+        if generation.finish_reason is not None:
+            return
+        try:
+            session.append(generation.last_token)
+        except ContextFullError:
+            yield generation.finish("length")
+            return

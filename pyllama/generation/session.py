@@ -86,8 +86,13 @@ class Session:
 
     def truncate(self, n: int) -> None:
         """Forget everything after the first ``n`` tokens (a rejected guess)."""
-        self.context.kv_remove(SEQ, n, -1)
-        del self.tokens[n:]
+        if self.context.kv_remove(SEQ, n, -1):
+            del self.tokens[n:]
+            return
+        kept = self.tokens[:n]  # memory that cannot cut a sequence (recurrent): evaluate the kept part again
+        self.reset()
+        if kept:
+            self.prefill(kept)
 
     def _shift(self) -> None:
         keep = min(self.keep or 0, len(self.tokens) - 2)

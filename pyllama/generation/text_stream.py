@@ -17,16 +17,20 @@ class TextStream:
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._stops = [s for s in stops if s]
         self._held = ""
-        self.stopped = False
+        self.stopped_by: str | None = None  # the stop string that ended the text
+
+    @property
+    def stopped(self) -> bool:
+        return self.stopped_by is not None
 
     def push(self, piece: bytes) -> str:
         """Add a token's bytes; return the text that can be shown now."""
         if self.stopped:
             return ""
         text = self._held + self._decoder.decode(piece)
-        cut = min((i for i in (text.find(s) for s in self._stops) if i >= 0), default=-1)
-        if cut >= 0:
-            self.stopped = True
+        found = [(i, stop) for stop in self._stops if (i := text.find(stop)) >= 0]
+        if found:
+            cut, self.stopped_by = min(found)
             self._held = ""
             return text[:cut]
         keep = self._partial_stop_length(text)

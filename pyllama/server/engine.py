@@ -1,49 +1,58 @@
 """Continuous batching: many requests share one Context, one decode per step.
 
-Each request gets a slot (a sequence id in a unified KV cache) with its own sampler and
-text stream. Every step decodes one batch holding the next token of every generating slot
-and as much queued prompt as the batch has room for, so new requests join between steps
-and long prompts do not stall the replies already running. A new request takes the idle
-slot whose cached tokens share the longest prefix with its prompt. A cancelled request
-frees its slot at the next step. When the queue is full, ``submit`` raises QueueFull.
+Each request gets a slot (a sequence id in a unified KV cache) holding its
+:class:`~pyllama.generation.core.Generation`, the same per-request core ``Llama`` drives.
+Every step decodes one batch holding the next token of every generating slot and as much
+queued prompt as the batch has room for, so new requests join between steps and long
+prompts do not stall the replies already running. A new request takes the idle slot whose
+cached tokens share the longest prefix with its prompt. A cancelled request frees its slot at
+the next step. When the queue is full, ``submit`` raises QueueFull.
+
+Isolation: whatever fails while admitting, sampling or advancing one job ends that job alone,
+with an error event; the other slots go on and keep their KV. A failed decode ends the jobs
+that were in that batch. If the engine thread itself ever stops, every waiting job gets an
+error, ``alive`` turns false and ``submit`` raises EngineStopped.
 """
 
 from __future__ import annotations
 
 import collections
 import dataclasses
+import logging
 import threading
 import time
 from collections.abc import Callable
 
-import numpy as np
-
-from ..generation.core import Event, _token_info
-from ..generation.text_stream import TextStream
 from ..batch import Batch
 from ..context import Context
 from ..errors import KVCacheFullError, LlamaError
-from ..model import Model
-from ..sampler import Sampler
-from ..generation.params import SamplingParams
+from ..generation.core import Event, Generation, Request
 from ..generation.session import common_prefix
+from ..model import Model
+
+logger = logging.getLogger("pyllama.server")
 
 
 class QueueFull(LlamaError):
     """Too many requests are waiting; try again later."""
 
 
+class EngineStopped(LlamaError):
+    """The engine thread is not running (it failed, or the server is shutting down)."""
+
+
 @dataclasses.dataclass
 class Job:
-    prompt_tokens: list[int]
-    params: SamplingParams
-    max_tokens: int
-    stops: list[str]
+    request: Request
+    max_tokens: int  # tokens it may generate (the route folded in the room left in the context)
+    seed: int
     emit: Callable[[Event], None]  # called from the engine thread
-    logprobs: int | None = None
-    seed: int = 0
     cancelled: threading.Event = dataclasses.field(default_factory=threading.Event)
     submitted: float = dataclasses.field(default_factory=time.monotonic)
+
+    @property
+    def prompt_tokens(self) -> list[int]:
+        return self.request.prompt_tokens
 
 
 class _Slot:
@@ -51,12 +60,13 @@ class _Slot:
         self.seq_id = seq_id
         self.tokens: list[int] = []  # what this sequence's KV holds
         self.job: Job | None = None
-        self.sampler: Sampler | None = None
-        self.stream: TextStream | None = None
+        self.generation: Generation | None = None
         self.pending: list[int] = []  # prompt tokens still to evaluate
         self.next_token: int | None = None  # sampled, handed out, not yet evaluated
-        self.generated = 0
         self.output_index = -1  # row of this slot's logits in the last batch
+
+    def release(self) -> None:
+        self.job, self.generation, self.next_token, self.pending = None, None, None, []
 
 
 @dataclasses.dataclass
@@ -65,26 +75,28 @@ class Stats:
     prompt_tokens: int = 0
     generated_tokens: int = 0
     busy_seconds: float = 0.0
+    failed_requests: int = 0
 
 
 class Engine:
     def __init__(self, model: Model, *, n_ctx: int, n_parallel: int = 4, n_batch: int = 512,
                  n_threads: int | None = None, n_threads_batch: int | None = None, max_queue: int = 64,
-                 flash_attn: bool | None = None) -> None:
+                 flash_attn: bool | None = None, **context_options: object) -> None:
         self.model = model
         self.context = Context(model, n_ctx=n_ctx, n_batch=n_batch, n_ubatch=min(n_batch, 512), n_seq_max=n_parallel,
                                n_threads=n_threads, n_threads_batch=n_threads_batch, kv_unified=True,
-                               flash_attn=flash_attn)
+                               flash_attn=flash_attn, **context_options)
         self.n_ctx = self.context.n_ctx
         self.n_batch = n_batch
         self.max_queue = max_queue
         self.slots = [_Slot(i) for i in range(n_parallel)]
         self.queue: collections.deque[Job] = collections.deque()
         self.stats = Stats()
+        self.failure: str | None = None  # why the engine thread stopped, if it did
         self._batch = Batch(n_batch)
         self._wake = threading.Condition()
         self._running = True
-        self._thread = threading.Thread(target=self._loop, name="pyllama-engine", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="pyllama-engine", daemon=True)
         self._thread.start()
 
     # --- the public side (any thread) ---------------------------------------------------
@@ -92,11 +104,17 @@ class Engine:
         if len(job.prompt_tokens) + 1 > self.n_ctx:
             raise ValueError(f"the prompt has {len(job.prompt_tokens)} tokens but the context holds {self.n_ctx}")
         with self._wake:
+            if not self.alive:
+                raise EngineStopped(f"the engine is not running: {self.failure or 'it was shut down'}")
             if len(self.queue) >= self.max_queue:
                 raise QueueFull(f"{len(self.queue)} requests are already waiting")
             self.queue.append(job)
             self.stats.requests += 1
             self._wake.notify()
+
+    @property
+    def alive(self) -> bool:
+        return self._running and self.failure is None and self._thread.is_alive()
 
     @property
     def queue_depth(self) -> int:
@@ -114,60 +132,81 @@ class Engine:
         self.context.close()
 
     # --- the engine thread --------------------------------------------------------------
+    def _run(self) -> None:
+        try:
+            self._loop()
+            reason = "the server is shutting down"
+        except BaseException as exc:  # noqa: BLE001 - a bug here must not leave requests hanging
+            logger.exception("the engine thread stopped")
+            reason = f"the engine stopped: {type(exc).__name__}: {exc}"
+            self.failure = reason
+        with self._wake:
+            waiting, self.queue = list(self.queue), collections.deque()
+        for job in waiting:
+            self._emit(job, Event("", [], "error", error=reason))
+        for slot in self.slots:
+            if slot.job is not None:
+                self._fail(slot, reason)
+
     def _loop(self) -> None:
         while True:
             with self._wake:
                 while self._running and not self.queue and not any(s.job for s in self.slots):
                     self._wake.wait()
                 if not self._running:
-                    break
-                self._admit()
+                    return
+                admitted = self._take_queued()
+            for slot, job in admitted:
+                self._admit(slot, job)
             started = time.monotonic()
-            try:
-                self._step()
-            except Exception as exc:  # noqa: BLE001 - one bad step must not take the server down
-                for slot in self.slots:
-                    if slot.job is not None:
-                        self._finish(slot, "error", error=str(exc))
-                self.context.kv_clear()
-                for slot in self.slots:
-                    slot.tokens = []
+            self._step()
             self.stats.busy_seconds += time.monotonic() - started
-        for slot in self.slots:
-            if slot.job is not None:
-                self._finish(slot, "error", error="the server is shutting down")
 
-    def _admit(self) -> None:
+    def _take_queued(self) -> list[tuple[_Slot, Job]]:
+        """Pair queued jobs with idle slots (under the lock; the work happens outside it)."""
         idle = [s for s in self.slots if s.job is None]
+        taken = []
         while self.queue and idle:
             job = self.queue.popleft()
             if job.cancelled.is_set():
                 continue
             slot = max(idle, key=lambda s: common_prefix(s.tokens, job.prompt_tokens))
             idle.remove(slot)
-            reuse = min(common_prefix(slot.tokens, job.prompt_tokens), len(job.prompt_tokens) - 1)
-            self.context.kv_remove(slot.seq_id, reuse, -1)
+            slot.job = job  # reserved
+            taken.append((slot, job))
+        return taken
+
+    def _admit(self, slot: _Slot, job: Job) -> None:
+        try:
+            prompt = job.prompt_tokens
+            reuse = min(common_prefix(slot.tokens, prompt), len(prompt) - 1)
+            if not self.context.kv_remove(slot.seq_id, reuse, -1):  # memory that cannot cut a sequence (recurrent)
+                self.context.kv_remove(slot.seq_id)
+                reuse = 0
             slot.tokens = slot.tokens[:reuse]
-            slot.job, slot.pending = job, job.prompt_tokens[reuse:]
-            slot.next_token, slot.generated = None, 0
-            slot.sampler = job.params.sampler(self.model, job.seed)
-            if not job.params.grammar:
-                for token in job.prompt_tokens[-job.params.penalty_last_n:]:
-                    slot.sampler.accept(token)
-            slot.stream = TextStream(job.stops)
+            slot.pending, slot.next_token = prompt[reuse:], None
+            slot.generation = Generation(self.model, job.request, job.seed, job.max_tokens, self.n_ctx)
+            slot.generation.prompt_evaluated = len(slot.pending)
             self.stats.prompt_tokens += len(slot.pending)
+        except Exception as exc:  # noqa: BLE001 - this job's own failure (a grammar llama.cpp refused...)
+            self._fail(slot, f"{type(exc).__name__}: {exc}")
+            return
+        if job.max_tokens <= 0:  # nothing to generate: the prompt is not even evaluated
+            self._finish(slot, slot.generation.finish("length"))
 
     def _step(self) -> None:
         for slot in self.slots:
             if slot.job is not None and slot.job.cancelled.is_set():
-                self._release(slot)
+                slot.release()
         batch = self._batch
         batch.clear()
+        added: list[tuple[_Slot, list[int], bool]] = []  # what each slot put in this batch, to undo it
         for slot in self.slots:  # generating slots first: one token each
             slot.output_index = -1
             if slot.job is not None and slot.next_token is not None:
                 slot.output_index = batch.n_tokens
                 batch.add(slot.next_token, len(slot.tokens), (slot.seq_id,), True)
+                added.append((slot, [slot.next_token], True))
                 slot.tokens.append(slot.next_token)
                 slot.next_token = None
         for slot in sorted((s for s in self.slots if s.job is not None and s.pending), key=lambda s: s.job.submitted):
@@ -177,61 +216,95 @@ class Engine:
             chunk, slot.pending = slot.pending[:room], slot.pending[room:]
             batch.add_sequence(chunk, start_pos=len(slot.tokens), seq_id=slot.seq_id,
                                output="last" if not slot.pending else False)
+            added.append((slot, chunk, False))
             slot.tokens.extend(chunk)
             if not slot.pending:
                 slot.output_index = batch.n_tokens - 1
         if batch.n_tokens == 0:
             return
-        try:
-            self.context.decode(batch)
-        except KVCacheFullError:
-            self._make_room()
-            return
+        while True:
+            try:
+                self.context.decode(batch)
+                break
+            except KVCacheFullError:  # nothing of the batch was stored
+                if self._drop_idle_caches():
+                    continue
+                self._undo(added)
+                self._end_largest()
+                return
+            except Exception as exc:  # noqa: BLE001 - a failed decode ends the jobs that were in it
+                for slot, _, _ in added:
+                    self._fail(slot, f"decoding failed: {exc}")
+                return
         for slot in self.slots:
             if slot.job is not None and slot.output_index >= 0:
-                self._advance(slot)
-
-    def _make_room(self) -> None:
-        """The shared KV cache is full: end the request holding the most of it; the others
-        evaluate their tokens again (the failed batch may have stored part of itself)."""
-        active = [s for s in self.slots if s.job is not None]
-        victim = max(active, key=lambda s: len(s.tokens))
-        self._finish(victim, "length")
-        for slot in [victim] + active:
-            self.context.kv_remove(slot.seq_id)
-            slot.pending = [] if slot is victim else slot.tokens + slot.pending
-            slot.tokens, slot.next_token = [], None
+                try:
+                    self._advance(slot)
+                except Exception as exc:  # noqa: BLE001 - sampling failed for this job alone
+                    self._fail(slot, f"{type(exc).__name__}: {exc}")
 
     def _advance(self, slot: _Slot) -> None:
-        job = slot.job
-        token = slot.sampler.sample(self.context, slot.output_index)
-        info = []
-        if job.logprobs is not None:
-            info = [_token_info(self.model, np.array(self.context.logits(slot.output_index)), token, job.logprobs)]
-        if self.model.vocab.is_eog(token):
-            self._finish(slot, "stop")
+        generation = slot.generation
+        before = generation.generated
+        event = generation.advance(self.context, slot.output_index)
+        self.stats.generated_tokens += generation.generated - before
+        if generation.finish_reason is not None:
+            self._finish(slot, event)
             return
-        slot.generated += 1
-        self.stats.generated_tokens += 1
-        text = slot.stream.push(self.model.vocab.token_to_piece(token))
-        if slot.stream.stopped:
-            job.emit(Event(text, info))
-            self._finish(slot, "stop")
-        elif slot.generated >= job.max_tokens or len(slot.tokens) + 1 >= self.n_ctx:
-            job.emit(Event(text, info))
-            self._finish(slot, "length")
-        else:
-            if text or info:
-                job.emit(Event(text, info))
-            slot.next_token = token
+        slot.next_token = generation.last_token
+        if event is not None:
+            self._emit(slot.job, event)
 
-    def _finish(self, slot: _Slot, reason: str, error: str | None = None) -> None:
+    def _finish(self, slot: _Slot, event: Event) -> None:
         job = slot.job
-        tail = slot.stream.finish() if slot.stream is not None and error is None else ""
-        usage = {"prompt_tokens": len(job.prompt_tokens), "completion_tokens": slot.generated,
-                 "total_tokens": len(job.prompt_tokens) + slot.generated}
-        job.emit(Event(tail, [], reason, usage, error))
-        self._release(slot)
+        slot.release()
+        self._emit(job, event)
 
-    def _release(self, slot: _Slot) -> None:
-        slot.job, slot.sampler, slot.stream, slot.next_token, slot.pending = None, None, None, None, []
+    @staticmethod
+    def _emit(job: Job, event: Event) -> None:
+        """Hand an event to the job's owner; one that cannot take it any more has gone away."""
+        try:
+            job.emit(event)
+        except Exception:  # noqa: BLE001 - e.g. its event loop closed; never the engine's problem
+            job.cancelled.set()
+
+    def _fail(self, slot: _Slot, message: str) -> None:
+        """End the slot's job with an error; its KV may be inconsistent, so it goes too."""
+        job = slot.job
+        self.context.kv_remove(slot.seq_id)
+        slot.tokens = []
+        slot.release()
+        self.stats.failed_requests += 1
+        logger.warning("request failed: %s", message)
+        if job is not None:
+            self._emit(job, Event("", [], "error", error=message))
+
+    def _drop_idle_caches(self) -> bool:
+        """Free the KV of idle slots' cached prefixes; True if that freed anything."""
+        freed = False
+        for slot in self.slots:
+            if slot.job is None and slot.tokens:
+                self.context.kv_remove(slot.seq_id)
+                slot.tokens = []
+                freed = True
+        return freed
+
+    @staticmethod
+    def _undo(added: list[tuple[_Slot, list[int], bool]]) -> None:
+        """Take back what this step put in the batch (it was not stored)."""
+        for slot, tokens, generated in added:
+            del slot.tokens[len(slot.tokens) - len(tokens):]
+            if generated:
+                slot.next_token = tokens[0]
+            else:
+                slot.pending = tokens + slot.pending
+            slot.output_index = -1
+
+    def _end_largest(self) -> None:
+        """The shared KV cache is full with only active requests: end the one holding the most
+        of it (finish reason "length"); the others go on."""
+        victim = max((s for s in self.slots if s.job is not None), key=lambda s: len(s.tokens))
+        event = victim.generation.finish("length")
+        self.context.kv_remove(victim.seq_id)
+        victim.tokens = []
+        self._finish(victim, event)

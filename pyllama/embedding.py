@@ -1,0 +1,51 @@
+"""Embeddings of texts with a Context made with ``embeddings=True`` (Llama and the server).
+
+A pooled model gives one vector per text; with pooling NONE, one vector per token. Each text
+is evaluated alone in sequence 0; the KV memory is cleared before and after, so the Context
+can be shared with nothing else while this runs (callers serialize).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from .batch import Batch
+from .context import Context
+from .enums import PoolingType
+from .errors import ContextOverflowError
+
+
+def embed(context: Context, texts: Sequence[str | Sequence[int]], *, normalize: bool = True,
+          truncate: bool = True) -> tuple[list, int]:
+    """(one embedding per text, tokens evaluated). A text may be given as token ids."""
+    model = context.model
+    encoder = model.has_encoder or not model.has_decoder or context.pooling_type != PoolingType.NONE
+    results, count = [], 0
+    for text in texts:
+        tokens = model.tokenize(text, add_special=True, parse_special=True) if isinstance(text, str) else list(text)
+        if not tokens:
+            raise ValueError("cannot embed an empty input")
+        if any(not 0 <= t < context.n_vocab for t in tokens):
+            raise ValueError(f"token ids must be in 0..{context.n_vocab - 1}")
+        if len(tokens) > context.n_batch:
+            if not truncate:
+                raise ContextOverflowError(f"the input has {len(tokens)} tokens but n_batch is {context.n_batch}")
+            tokens = tokens[: context.n_batch]
+        count += len(tokens)
+        context.kv_clear()
+        batch = Batch.of(tokens, output=True)
+        if encoder:
+            context.encode(batch)
+        else:
+            context.decode(batch)
+        if context.pooling_type == PoolingType.NONE:
+            vectors = np.stack([np.array(context.embeddings(i)) for i in range(len(tokens))])
+        else:
+            vectors = np.array(context.sequence_embeddings(0))
+        if normalize:
+            vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=-1, keepdims=True), 1e-12)
+        results.append(vectors.tolist())
+    context.kv_clear()
+    return results, count

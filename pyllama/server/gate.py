@@ -1,0 +1,140 @@
+"""What every request passes before a route: the API key, the body's size, and a body that is
+JSON a route can use (strict UTF-8, no lone surrogates), with an OpenAI-shaped 4xx otherwise.
+
+A pure ASGI middleware, so streamed responses pass through untouched. A JSON body is read
+whole, checked, and handed on with ``Content-Type: application/json`` (``curl -d`` sends
+form-encoded headers for JSON bodies; llama-server reads them as JSON, so we do too).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, Collection, MutableMapping
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+
+from .errors import error_body
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+OPEN_PATHS = ("/", "/health", "/docs", "/openapi.json", "/favicon.ico", "/v1/health", "/docs/oauth2-redirect")
+
+
+class BodyError(ValueError):
+    def __init__(self, status: int, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.param = status, param
+
+
+def _surrogate_path(value: Any, path: str = "") -> str | None:
+    """Where a string with a lone surrogate (an unpaired "\\ud800" escape) is, if anywhere."""
+    if isinstance(value, str):
+        if not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                return path or "body"
+        return None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found = _surrogate_path(key, path) or _surrogate_path(item, f"{path}.{key}" if path else str(key))
+            if found:
+                return found
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            found = _surrogate_path(item, f"{path}[{i}]")
+            if found:
+                return found
+    return None
+
+
+def check_json(raw: bytes) -> Any:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BodyError(400, f"the request body is not valid UTF-8 (byte {exc.start})") from None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise BodyError(400, f"the request body is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise BodyError(400, "the request body must be a JSON object")
+    where = _surrogate_path(value)
+    if where is not None:
+        raise BodyError(400, f"'{where}' holds a lone UTF-16 surrogate (\\ud800-\\udfff), which is not text", where)
+    return value
+
+
+class Gate:
+    def __init__(self, app: ASGIApp, *, api_keys: Collection[str] = (), max_body_bytes: int = 64 << 20) -> None:
+        self.app = app
+        self.api_keys = frozenset(api_keys)
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        if self.api_keys and scope["method"] != "OPTIONS" and scope["path"] not in OPEN_PATHS:
+            bearer = headers.get("authorization", "")
+            key = bearer[7:] if bearer.lower().startswith("bearer ") else headers.get("x-api-key", "")
+            if key not in self.api_keys:
+                return await _answer(send, 401, "a valid API key is required (Authorization: Bearer <key>)",
+                                     code="invalid_api_key")
+        if scope["method"] not in ("POST", "PUT", "PATCH"):
+            return await self.app(scope, receive, send)
+        try:
+            raw = await self._read(headers, receive)
+            if len(raw) > 1 << 20:  # parsing megabytes would stall every other request on the event loop
+                await run_in_threadpool(check_json, raw)
+            elif raw:
+                check_json(raw)
+        except BodyError as exc:
+            return await _answer(send, exc.status, str(exc), exc.param)
+        scope["headers"] = [(k, v) for k, v in scope["headers"] if k.lower() != b"content-type"]
+        scope["headers"].append((b"content-type", b"application/json"))
+        await self.app(scope, _replay(raw, receive), send)
+
+    async def _read(self, headers: dict[str, str], receive: Receive) -> bytes:
+        declared = headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self.max_body_bytes:
+            raise BodyError(413, f"the request body has {declared} bytes; the limit is {self.max_body_bytes}")
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                raise BodyError(413, f"the request body is larger than the limit of {self.max_body_bytes} bytes")
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        return b"".join(chunks)
+
+
+def _replay(raw: bytes, receive: Receive) -> Receive:
+    """A receive that gives the body once, then waits for the client's disconnect as usual."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": raw, "more_body": False}
+        return await receive()
+
+    return replay
+
+
+async def _answer(send: Send, status: int, message: str, param: str | None = None, code: str | None = None) -> None:
+    body = json.dumps(error_body(status, message, param, code)).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,245 @@
+"""Typed request bodies: every route's input is validated here, once, before the route runs.
+
+The models take OpenAI's fields and llama.cpp's extras (llama-server's names, and
+llama-cpp-python's where they differ), each bounded to what the engine accepts. A value out of
+bounds is a 400 in OpenAI's error shape naming the field (server/errors.py). Unknown fields are
+ignored, as OpenAI-compatible servers do; NaN and Infinity are refused everywhere. Values that
+need the model to check (token ids, grammars, templates) are checked by the routes.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+INT32_MAX = 2**31 - 1
+MAX_TOP_LOGPROBS = 20  # alternatives per token: OpenAI's limit for top_logprobs, also ours for n_probs
+MAX_STOPS = 16
+MAX_STOP_LENGTH = 1024
+MAX_CHOICES = 16  # n, and prompts per request
+
+
+class Body(BaseModel):
+    # strict: "5" is not a number and 1 is not a string; a client that sends them has a bug to hear about
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False, populate_by_name=True, strict=True)
+
+
+def _uint32(seed: int) -> int:
+    return seed & 0xFFFFFFFF  # llama.cpp's seeds are uint32; -1 becomes its "random seed"
+
+
+Seed = Annotated[int, AfterValidator(_uint32)]
+Int32 = Annotated[int, Field(ge=-(2**31), le=INT32_MAX)]
+Count = Annotated[int, Field(ge=0, le=INT32_MAX)]
+Window = Annotated[int, Field(ge=-1, le=INT32_MAX, description="-1: the whole context, 0: off")]
+Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+TokenId = Annotated[int, Field(ge=0, le=INT32_MAX)]
+StopString = Annotated[str, Field(max_length=MAX_STOP_LENGTH)]
+Stop = Union[StopString, Annotated[list[StopString], Field(max_length=MAX_STOPS)]]
+# OpenAI's {"token id": bias}; llama.cpp's also [[token id or text, bias]] and text keys; false bans a token
+Bias = Union[float, Literal[False]]
+BiasPair = Annotated[list[Union[TokenId, str, float, bool]], Field(min_length=2, max_length=2)]
+LogitBias = Union[dict[str, Bias], list[BiasPair]]
+# text; token ids; token ids and text mixed (llama.cpp); or a list of prompts (a set of choices each)
+PromptPart = Union[TokenId, str]
+Prompt = Union[str, Annotated[list[Union[PromptPart, Annotated[list[PromptPart], Field(min_length=1)]]],
+                              Field(min_length=1)]]
+
+
+class StreamOptions(Body):
+    include_usage: bool = False
+
+
+class JSONSchemaFormat(Body):
+    name: str | None = None
+    schema_: dict[str, Any] | None = Field(None, alias="schema")
+    strict: bool | None = None
+
+
+class ResponseFormat(Body):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JSONSchemaFormat | None = None
+    schema_: dict[str, Any] | None = Field(None, alias="schema")  # llama-server's shorthand
+
+
+class GenerationFields(Body):
+    """Fields every generating route shares: limits, stop strings, constraints, sampling."""
+
+    model: str | None = Field(None, description="any name on a one-model server")
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    max_tokens: Int32 | None = Field(None, ge=-1, description="-1 or null: until the context is full")
+    max_completion_tokens: Int32 | None = Field(None, ge=-1)
+    n_predict: Int32 | None = Field(None, ge=-1, description="llama.cpp's name for max_tokens")
+    stop: Stop | None = None
+    n: int = Field(1, ge=1, le=MAX_CHOICES, description="choices to generate")
+    seed: Seed | None = None
+    temperature: float | None = Field(None, ge=0.0)
+    top_k: Count | None = Field(None, description="0: off; more than the vocabulary keeps all of it")
+    top_p: Fraction | None = None
+    min_p: Fraction | None = None
+    typical_p: float | None = Field(None, gt=0.0, le=1.0)
+    repeat_penalty: float | None = Field(None, gt=0.0)
+    repeat_last_n: Window | None = None
+    penalty_last_n: Window | None = Field(None, description="llama-cpp-python's name for repeat_last_n")
+    frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
+    presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
+    mirostat: Literal[0, 1, 2] | None = None
+    mirostat_mode: Literal[0, 1, 2] | None = Field(None, description="llama-cpp-python's name for mirostat")
+    mirostat_tau: float | None = Field(None, ge=0.0)
+    mirostat_eta: float | None = Field(None, ge=0.0)
+    dynatemp_range: float | None = Field(None, ge=0.0)
+    dynatemp_exponent: float | None = Field(None, ge=0.0)
+    top_n_sigma: float | None = None
+    xtc_probability: Fraction | None = None
+    xtc_threshold: Fraction | None = None
+    dry_multiplier: float | None = Field(None, ge=0.0)
+    dry_base: float | None = Field(None, ge=1.0)
+    dry_allowed_length: Count | None = None
+    dry_penalty_last_n: Window | None = None
+    dry_sequence_breakers: Annotated[list[Annotated[str, Field(min_length=1, max_length=64)]],
+                                     Field(min_length=1, max_length=64)] | None = None
+    min_keep: Count | None = None
+    ignore_eos: bool = False
+    logit_bias: LogitBias | None = None
+    grammar: Annotated[str, Field(max_length=1 << 20)] | None = Field(None, description="GBNF")
+    json_schema: dict[str, Any] | None = None
+    response_format: ResponseFormat | None = None
+    cache_prompt: bool = True
+    user: str | None = None
+
+
+class CompletionRequest(GenerationFields):
+    """``/v1/completions`` (and llama.cpp's ``/completion``, which also reads ``n_probs``)."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"prompt": "Q: Name the planets in the solar system? A:", "max_tokens": 32, "stop": ["Q:", "\n"]}]})
+
+    prompt: Prompt = Field(..., description="text, token ids, or a list of either (one choice set each)")
+    suffix: str | None = Field(None, description="fill-in-the-middle: the text after the gap")
+    echo: bool = False
+    logprobs: Annotated[int, Field(ge=0, le=MAX_TOP_LOGPROBS)] | None = None
+    n_probs: Annotated[int, Field(ge=0, le=MAX_TOP_LOGPROBS)] | None = None
+    best_of: int | None = Field(None, ge=1, le=MAX_CHOICES)
+    return_tokens: bool = Field(False, description="/completion: also return the generated token ids")
+
+
+class TextPart(Body):
+    type: Literal["text"]
+    text: str
+
+
+class ImageURL(Body):
+    url: str
+    detail: str | None = None
+
+
+class ImagePart(Body):
+    type: Literal["image_url"]
+    image_url: ImageURL
+
+
+class InputAudio(Body):
+    data: str
+    format: str
+
+
+class AudioPart(Body):
+    type: Literal["input_audio"]
+    input_audio: InputAudio
+
+
+ContentPart = Annotated[Union[TextPart, ImagePart, AudioPart], Field(discriminator="type")]
+
+
+class FunctionCall(Body):
+    name: str
+    arguments: Union[str, dict[str, Any]] = ""
+
+
+class ToolCall(Body):
+    id: str | None = None
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
+class ChatMessage(BaseModel):
+    # extra fields stay: a model's template may read fields of its own
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False, strict=True)
+
+    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
+    content: Union[str, list[ContentPart], None] = None
+    name: str | None = None
+    tool_calls: list[ToolCall] | None = None
+    tool_call_id: str | None = None
+    function_call: FunctionCall | None = None
+    reasoning_content: str | None = None
+
+
+class FunctionDefinition(Body):
+    name: str = Field(..., min_length=1, max_length=256)
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class Tool(Body):
+    type: Literal["function"] = "function"
+    function: FunctionDefinition
+
+
+class NamedFunction(Body):
+    name: str
+
+
+class NamedTool(Body):
+    type: Literal["function"] = "function"
+    function: NamedFunction
+
+
+class ChatRequest(GenerationFields):
+    """``/v1/chat/completions``."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"messages": [{"role": "system", "content": "Be brief."},
+                      {"role": "user", "content": "Name the planets of the solar system."}],
+         "max_tokens": 64, "stream": True}]})
+
+    messages: Annotated[list[ChatMessage], Field(min_length=1)]
+    tools: list[Tool] | None = None
+    tool_choice: Union[Literal["none", "auto", "required"], NamedTool, None] = None
+    parallel_tool_calls: bool | None = None
+    functions: list[FunctionDefinition] | None = None
+    function_call: Union[Literal["none", "auto"], NamedFunction, None] = None
+    logprobs: bool = False
+    top_logprobs: Annotated[int, Field(ge=0, le=MAX_TOP_LOGPROBS)] | None = None
+    reasoning: bool = Field(False, description="move <think> text into reasoning_content")
+
+
+class EmbeddingRequest(Body):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"input": ["hello world", "the planets"]}]})
+
+    input: Union[str, Annotated[list[str], Field(min_length=1)], Annotated[list[TokenId], Field(min_length=1)],
+                 Annotated[list[Annotated[list[TokenId], Field(min_length=1)]], Field(min_length=1)]]
+    model: str | None = None
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = Field(None, ge=1)
+    user: str | None = None
+
+
+class TokenizeRequest(Body):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"content": "hello world"}]})
+
+    content: str
+    model: str | None = None
+    add_special: bool = False
+    parse_special: bool = True
+    with_pieces: bool = False
+
+
+class DetokenizeRequest(Body):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"tokens": [1, 22172, 3186]}]})
+
+    tokens: list[TokenId]
+    model: str | None = None

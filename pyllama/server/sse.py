@@ -1,0 +1,50 @@
+"""Server-sent events: a stream of JSON chunks, started only once its first chunk exists, so a
+request that fails before generating anything (a bad value, a full queue) is still a plain HTTP
+error; a failure after that ends the stream with an error chunk."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi.responses import StreamingResponse
+
+from .errors import RequestError, error_body
+
+
+async def started(stream: AsyncIterator[Any]) -> tuple[Any, AsyncIterator[Any]]:
+    """The first chunk (errors raised here are still HTTP errors) and the stream."""
+    try:
+        return await stream.__anext__(), stream
+    except StopAsyncIteration:
+        return None, stream
+
+
+def sse(first: Any, rest: AsyncIterator[Any], done_marker: bool = True) -> StreamingResponse:
+    """``data: {...}`` per chunk, then ``data: [DONE]`` as OpenAI ends a stream (llama.cpp's
+    own routes do not send it)."""
+    async def body() -> AsyncIterator[str]:
+        try:
+            if first is not None:
+                yield f"data: {json.dumps(first, ensure_ascii=False)}\n\n"
+            async for chunk in rest:
+                yield f"data: {json.dumps(chunk, ensure_ascii=False)}\n\n"
+        except RequestError as exc:
+            yield f"data: {json.dumps(error_body(exc.status, exc.message, exc.param, exc.code))}\n\n"
+        finally:
+            await rest.aclose()
+        if done_marker:
+            yield "data: [DONE]\n\n"
+    return StreamingResponse(body(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+async def prepend(first: Any, rest: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    """``first``, then the items of ``rest`` (closed with this iterator)."""
+    try:
+        yield first
+        async for item in rest:
+            yield item
+    finally:
+        await rest.aclose()
