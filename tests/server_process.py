@@ -16,14 +16,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+class ServerURL(str):
+    """The server's base URL, knowing the server's process id."""
+
+    pid: int
+
+
 @contextmanager
 def running_server(model, *args: str, timeout: float = 60):
-    """``model=None`` starts it without --model (the demo model's fallback)."""
+    """``model=None`` starts it without --model (the demo model's fallback). Yields the base URL."""
     port = free_port()
     model_flag = [] if model is None else ["--model", str(model)]
     command = [sys.executable, "-m", "pyllama.server", *model_flag, "--port", str(port), *args]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    base = f"http://127.0.0.1:{port}"
+    base = ServerURL(f"http://127.0.0.1:{port}")
+    base.pid = process.pid
     deadline = time.monotonic() + timeout
     try:
         while True:

@@ -5,8 +5,10 @@ Each request gets a slot (a sequence id in a unified KV cache) holding its
 Every step decodes one batch holding the next token of every generating slot and as much
 queued prompt as the batch has room for, so new requests join between steps and long
 prompts do not stall the replies already running. A new request takes the idle slot whose
-cached tokens share the longest prefix with its prompt. A cancelled request frees its slot at
-the next step. When the queue is full, ``submit`` raises QueueFull.
+cached tokens share the longest prefix with its prompt (at least a tenth of it, as
+llama-server's slot similarity), else the one idle longest, so a cached prefix is kept for as
+long as it can be. A cancelled request frees its
+slot at the next step. When the queue is full, ``submit`` raises QueueFull.
 
 Isolation: whatever fails while admitting, sampling or advancing one job ends that job alone,
 with an error event; the other slots go on and keep their KV. A failed decode ends the jobs
@@ -64,9 +66,17 @@ class _Slot:
         self.pending: list[int] = []  # prompt tokens still to evaluate
         self.next_token: int | None = None  # sampled, handed out, not yet evaluated
         self.output_index = -1  # row of this slot's logits in the last batch
+        self.idle_since = 0.0
 
     def release(self) -> None:
         self.job, self.generation, self.next_token, self.pending = None, None, None, []
+        self.idle_since = time.monotonic()
+
+    def affinity(self, prompt: list[int]) -> tuple[int, float]:
+        """How well this idle slot suits ``prompt``: the prefix it can reuse (a few shared tokens,
+        a BOS say, do not count), then how long it has been idle."""
+        shared = common_prefix(self.tokens, prompt)
+        return (shared if shared >= max(2, len(prompt) // 10) else 0, -self.idle_since)
 
 
 @dataclasses.dataclass
@@ -170,7 +180,7 @@ class Engine:
             job = self.queue.popleft()
             if job.cancelled.is_set():
                 continue
-            slot = max(idle, key=lambda s: common_prefix(s.tokens, job.prompt_tokens))
+            slot = max(idle, key=lambda s: s.affinity(job.prompt_tokens))
             idle.remove(slot)
             slot.job = job  # reserved
             taken.append((slot, job))
