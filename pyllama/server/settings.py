@@ -1,7 +1,9 @@
 """Server settings from command-line flags, falling back to environment variables.
 
-Flags use llama-cpp-python's names (``--n_ctx``; ``--n-ctx`` works too); each also reads
-the upper-case environment variable (``N_CTX``), so a docker compose file can set them.
+Both users' commands work: llama-cpp-python's names (``--n_ctx 4096``, ``--n-ctx``,
+``--embedding true``) and llama-server's (``-c 4096``, ``--ctx-size``, ``-np``, ``-ngl``,
+``--embedding``, ``--no-context-shift``...). Each setting also reads the upper-case
+environment variable of its name (``N_CTX``), so a docker compose file can set them.
 """
 
 from __future__ import annotations
@@ -11,31 +13,52 @@ import dataclasses
 import json
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 
 @dataclasses.dataclass
 class Settings:
     model: str
-    model_alias: str = ""
-    host: str = "127.0.0.1"
+    model_alias: str = ""  # the name the API shows; more names in aliases
+    aliases: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+    hosts: tuple[str, ...] = ("127.0.0.1",)
     port: int = 8000
     n_ctx: int = 4096
     n_gpu_layers: int = 0
     n_threads: int | None = None
     n_threads_batch: int | None = None
     n_batch: int = 512
+    n_ubatch: int = 512
     n_parallel: int = 4
     max_queue: int = 64
     chat_format: str | None = None
     embedding: bool = False
+    reranking: bool = False
+    pooling: str | None = None
     use_mlock: bool = False
     use_mmap: bool = True
     flash_attn: bool | None = None
+    cache_type_k: str | None = None
+    cache_type_v: str | None = None
+    swa_full: bool = False
+    context_shift: bool = False
+    temperature: float | None = None  # defaults for requests that do not say
+    seed: int | None = None
+    n_predict: int | None = None
+    cors_origins: tuple[str, ...] = ()
+    slot_save_path: str | None = None
+    cache_ram_mib: int = 0
+    model_draft: str | None = None
+    draft_max: int = 16
+    draft_min: int = 0
     api_keys: frozenset[str] = frozenset()
     ssl_keyfile: str | None = None
     ssl_certfile: str | None = None
+    verbose: bool = False
+    webui: bool = True
     started: int = dataclasses.field(default_factory=lambda: int(time.time()))
 
     def __post_init__(self) -> None:
@@ -45,60 +68,119 @@ class Settings:
     def model_id(self) -> str:
         return self.model
 
+    @property
+    def host(self) -> str:
+        return self.hosts[0]
+
 
 def _flag(value: str) -> bool:
-    if value.lower() in ("1", "true", "yes", "on"):
+    if value.lower() in ("1", "true", "yes", "on", "enabled"):
         return True
-    if value.lower() in ("0", "false", "no", "off"):
+    if value.lower() in ("0", "false", "no", "off", "disabled"):
         return False
     raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
 
 
-OPTIONS = [  # name, type, help
-    ("model", str, "path of the GGUF model"),
-    ("model_alias", str, "name the API shows for the model (default: the file name)"),
-    ("host", str, "address to listen on (default 127.0.0.1)"),
-    ("port", int, "port (default 8000)"),
-    ("n_ctx", int, "context size shared by all slots (default 4096)"),
-    ("n_gpu_layers", int, "layers to offload to the GPU (-1: all)"),
-    ("n_threads", int, "threads for generation"),
-    ("n_threads_batch", int, "threads for prompt processing"),
-    ("n_batch", int, "tokens per decode step (default 512)"),
-    ("n_parallel", int, "requests generated at once (default 4)"),
-    ("max_queue", int, "requests that may wait before the server answers 503 (default 64)"),
-    ("chat_format", str, "named chat format or jinja template (default: the model's own)"),
-    ("embedding", _flag, "also serve /v1/embeddings"),
-    ("use_mlock", _flag, "lock the model in memory"),
-    ("use_mmap", _flag, "memory-map the model (default true)"),
-    ("flash_attn", _flag, "flash attention (default: automatic)"),
-    ("api_key", str, "require this key (Authorization: Bearer KEY)"),
-    ("api_keys_file", str, "require one of the keys in this file, one per line"),
-    ("ssl_keyfile", str, "TLS key file"),
-    ("ssl_certfile", str, "TLS certificate file"),
-    ("config", str, "JSON file serving several models: {\"models\": [{\"model\": ..., \"model_alias\": ...}, ...]} "
-                    "plus any server option at the top level"),
+def _auto_flag(value: str) -> bool | None:
+    return None if value.lower() == "auto" else _flag(value)
+
+
+def _names(value: str) -> tuple[str, ...]:
+    return tuple(name.strip() for name in value.split(",") if name.strip())
+
+
+@dataclasses.dataclass(frozen=True)
+class Option:
+    name: str  # the Settings field (or a pseudo-setting read by _settings)
+    kind: Callable[[str], Any]
+    help: str
+    spellings: tuple[str, ...] = ()  # llama-server's, besides --name and --name-with-dashes
+    switch: bool = False  # may be given without a value (llama-server's --embedding)
+    negation: str | None = None  # llama-server's --no-... spelling, for switches
+
+
+OPTIONS = [
+    Option("model", str, "path of the GGUF model", ("-m",)),
+    Option("model_alias", _names, "name(s) the API shows for the model, comma-separated (default: the file name)",
+           ("-a", "--alias")),
+    Option("tags", _names, "comma-separated tags listed with the model in /v1/models", ("--tags",)),
+    Option("host", _names, "address(es) to listen on, comma-separated (default 127.0.0.1)"),
+    Option("port", int, "port (default 8000)"),
+    Option("n_ctx", int, "context size shared by all slots (default 4096; 0: the model's)", ("-c", "--ctx-size")),
+    Option("n_gpu_layers", int, "layers to offload to the GPU (-1: all)", ("-ngl", "--gpu-layers")),
+    Option("n_threads", int, "threads for generation", ("-t", "--threads")),
+    Option("n_threads_batch", int, "threads for prompt processing", ("-tb", "--threads-batch")),
+    Option("n_batch", int, "tokens per decode step (default 512)", ("-b", "--batch-size")),
+    Option("n_ubatch", int, "physical batch size (default 512)", ("-ub", "--ubatch-size")),
+    Option("n_parallel", int, "requests generated at once (default 4)", ("-np", "--parallel")),
+    Option("max_queue", int, "requests that may wait before the server answers 503 (default 64)"),
+    Option("chat_format", str, "named chat format or jinja template (default: the model's own)",
+           ("--chat-template",)),
+    Option("chat_template_file", str, "a jinja chat template in a file", ("--chat-template-file",)),
+    Option("embedding", _flag, "also serve /v1/embeddings", ("--embeddings",), switch=True),
+    Option("reranking", _flag, "serve /rerank with a reranker model", ("--rerank",), switch=True),
+    Option("pooling", str, "embedding pooling: none, mean, cls, last or rank (default: the model's)"),
+    Option("use_mlock", _flag, "lock the model in memory", ("--mlock",), switch=True),
+    Option("use_mmap", _flag, "memory-map the model (default true)", ("--mmap",), switch=True, negation="--no-mmap"),
+    Option("flash_attn", _auto_flag, "flash attention: on, off or auto (default auto)", ("-fa",)),
+    Option("cache_type_k", str, "KV cache type for K (f16, q8_0, q4_0, ...)", ("-ctk",)),
+    Option("cache_type_v", str, "KV cache type for V (needs flash attention when quantized)", ("-ctv",)),
+    Option("swa_full", _flag, "full-size KV cache for sliding-window attention", switch=True),
+    Option("context_shift", _flag, "when a reply reaches the end of the context, drop the older half and go on",
+           switch=True, negation="--no-context-shift"),
+    Option("temperature", float, "default temperature for requests that do not set one", ("--temp",)),
+    Option("seed", int, "default seed for requests that do not set one", ("-s",)),
+    Option("n_predict", int, "default token limit for requests that do not set one", ("-n", "--predict")),
+    Option("cors_origins", _names, "origins allowed to call the API from a browser, comma-separated (* for any)"),
+    Option("slot_save_path", str, "folder for /slots save and restore (off without it)"),
+    Option("cache_ram_mib", int, "MiB of RAM that keep prompt states of slots reused for other prompts",
+           ("--cache-ram", "-cram")),
+    Option("model_draft", str, "draft model for speculative decoding", ("-md", "--spec-draft-model")),
+    Option("draft_max", int, "most tokens to draft at a time (default 16)", ("--spec-draft-n-max", "--draft-max")),
+    Option("draft_min", int, "fewest tokens worth drafting (default 0)", ("--spec-draft-n-min", "--draft-min")),
+    Option("api_key", _names, "require this key, or one of these comma-separated keys (Authorization: Bearer KEY)"),
+    Option("api_keys_file", str, "require one of the keys in this file, one per line", ("--api-key-file",)),
+    Option("ssl_keyfile", str, "TLS key file", ("--ssl-key-file",)),
+    Option("ssl_certfile", str, "TLS certificate file", ("--ssl-cert-file",)),
+    Option("verbose", _flag, "log every request and llama.cpp's own log", ("-v",), switch=True),
+    Option("webui", _flag, "serve the chat page at / (default true)", ("--ui",), switch=True, negation="--no-webui"),
+    Option("config", str, "JSON file serving several models: {\"models\": [{\"model\": ..., \"model_alias\": ...}, ...]} "
+                          "plus any server option at the top level"),
 ]
-SERVER_WIDE = {"host", "port", "api_key", "api_keys_file", "ssl_keyfile", "ssl_certfile", "max_queue"}
+SERVER_WIDE = {"host", "port", "api_key", "api_keys_file", "ssl_keyfile", "ssl_certfile", "max_queue",
+               "cors_origins", "verbose", "webui"}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m pyllama.server",
+                                     description="OpenAI-compatible server for GGUF models (llama-server's and "
+                                                 "llama-cpp-python's flags both work)")
+    for option in OPTIONS:
+        names = [f"--{option.name}"] + ([f"--{option.name.replace('_', '-')}"] if "_" in option.name else [])
+        names += [s for s in option.spellings if s not in names]
+        extra = {"nargs": "?", "const": True} if option.switch else {}
+        parser.add_argument(*names, dest=option.name, type=option.kind, default=None,
+                            help=f"{option.help} [env {option.name.upper()}]", **extra)
+        if option.negation:
+            parser.add_argument(option.negation, dest=option.name, action="store_const", const=False,
+                                help=f"turn {names[0]} off")
+    return parser
 
 
 def parse(argv: Sequence[str] | None = None) -> Settings | list[Settings]:
     """Settings from flags and environment; with ``--config``, one Settings per model."""
-    parser = argparse.ArgumentParser(prog="python -m pyllama.server",
-                                     description="OpenAI-compatible server for a GGUF model")
-    for name, kind, help_text in OPTIONS:
-        names = [f"--{name}"] + ([f"--{name.replace('_', '-')}"] if "_" in name else [])
-        parser.add_argument(*names, dest=name, type=kind, default=None, help=f"{help_text} [env {name.upper()}]")
+    parser = _parser()
     args = parser.parse_args(argv)
-    values = {}
-    for name, kind, _ in OPTIONS:
-        value = getattr(args, name)
-        if value is None and name.upper() in os.environ:
+    values: dict[str, Any] = {}
+    for option in OPTIONS:
+        value = getattr(args, option.name)
+        if value is None and option.name.upper() in os.environ:
             try:
-                value = kind(os.environ[name.upper()])
+                value = option.kind(os.environ[option.name.upper()])
             except (ValueError, argparse.ArgumentTypeError) as exc:
-                parser.error(f"environment variable {name.upper()}: {exc}")
+                parser.error(f"environment variable {option.name.upper()}: {exc}")
         if value is not None:
-            values[name] = value
+            values[option.name] = value
     config = values.pop("config", None)
     if config is None:
         if "model" not in values:
@@ -109,16 +191,16 @@ def parse(argv: Sequence[str] | None = None) -> Settings | list[Settings]:
         entries = loaded.pop("models")
     except (OSError, ValueError, KeyError, AttributeError) as exc:
         parser.error(f"cannot read the config file {config}: {exc}")
-    known = {name for name, _, _ in OPTIONS} - {"config"}
+    known = {option.name for option in OPTIONS} - {"config"}
     unknown = (set(loaded) | {k for e in entries for k in e}) - known
     if unknown:
         parser.error(f"unknown settings in {config}: {', '.join(sorted(unknown))}")
     server = {**loaded, **{k: v for k, v in values.items() if k in SERVER_WIDE}}
     models = [_settings(parser, {**{k: v for k, v in values.items() if k not in SERVER_WIDE and k != "model"},
                                  **entry, **server}) for entry in entries]
-    aliases = [m.model_alias for m in models]
-    if len(set(aliases)) != len(aliases):
-        parser.error(f"model aliases must differ: {aliases}")
+    names = [name for m in models for name in (m.model_alias, *m.aliases)]
+    if len(set(names)) != len(names):
+        parser.error(f"model aliases must differ: {names}")
     return models
 
 
@@ -140,13 +222,33 @@ def _settings(parser: argparse.ArgumentParser, values: dict) -> Settings:
         parser.error("a model is required: --model PATH or MODEL=PATH")
     if not Path(values["model"]).is_file():
         parser.error(f"model file not found: {values['model']}")
-    keys = set()
-    if "api_key" in values:
-        keys.add(values.pop("api_key"))
+    for name in ("model_alias", "host", "tags", "cors_origins"):  # names from a config file may be plain strings
+        if isinstance(values.get(name), str):
+            values[name] = _names(values[name])
+    if "model_alias" in values:
+        first, *others = values.pop("model_alias") or ("",)
+        values["model_alias"], values["aliases"] = first, tuple(others)
+    if "host" in values:
+        values["hosts"] = tuple(values.pop("host")) or ("127.0.0.1",)
+    for name in ("tags", "cors_origins"):
+        if name in values:
+            values[name] = tuple(values[name])
+    given = values.pop("api_key", ())
+    keys = set(_names(given) if isinstance(given, str) else given)
     if "api_keys_file" in values:
         path = values.pop("api_keys_file")
         try:
             keys |= {line.strip() for line in Path(path).read_text().splitlines() if line.strip()}
         except OSError as exc:
             parser.error(f"cannot read the API keys file: {exc}")
+    if "chat_template_file" in values:
+        path = values.pop("chat_template_file")
+        try:
+            values["chat_format"] = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            parser.error(f"cannot read the chat template file: {exc}")
+    if values.get("pooling") not in (None, "none", "mean", "cls", "last", "rank"):
+        parser.error(f"--pooling must be none, mean, cls, last or rank, not {values['pooling']!r}")
+    if values.get("slot_save_path") and not Path(values["slot_save_path"]).is_dir():
+        parser.error(f"--slot-save-path {values['slot_save_path']} is not a folder")
     return Settings(**values, api_keys=frozenset(keys))
