@@ -21,7 +21,6 @@ def embed(context: Context, texts: Sequence[str | Sequence[int]], *, normalize: 
           truncate: bool = True) -> tuple[list, int]:
     """(one embedding per text, tokens evaluated). A text may be given as token ids."""
     model = context.model
-    encoder = model.has_encoder or not model.has_decoder or context.pooling_type != PoolingType.NONE
     results, count = [], 0
     for text in texts:
         tokens = model.tokenize(text, add_special=True, parse_special=True) if isinstance(text, str) else list(text)
@@ -34,18 +33,25 @@ def embed(context: Context, texts: Sequence[str | Sequence[int]], *, normalize: 
                 raise ContextOverflowError(f"the input has {len(tokens)} tokens but n_batch is {context.n_batch}")
             tokens = tokens[: context.n_batch]
         count += len(tokens)
-        context.kv_clear()
-        batch = Batch.of(tokens, output=True)
-        if encoder:
-            context.encode(batch)
-        else:
-            context.decode(batch)
-        if context.pooling_type == PoolingType.NONE:
-            vectors = np.stack([np.array(context.embeddings(i)) for i in range(len(tokens))])
-        else:
-            vectors = np.array(context.sequence_embeddings(0))
+        vectors = evaluate(context, tokens)
         if normalize:
             vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=-1, keepdims=True), 1e-12)
         results.append(vectors.tolist())
     context.kv_clear()
     return results, count
+
+
+def evaluate(context: Context, tokens: Sequence[int]) -> np.ndarray:
+    """Run ``tokens`` alone in sequence 0 and copy out the pooled vector (for RANK pooling, the
+    scores), or with pooling NONE one row per token. The KV memory is cleared first."""
+    context.kv_clear()
+    batch = Batch.of(list(tokens), output=True)
+    # encode only models with an encoder: llama_decode runs a context without KV memory (BERT) as
+    # an encoder itself, while llama_encode on a decoder (pooled Llama, Qwen3 reranker) crashes
+    if context.model.has_encoder:
+        context.encode(batch)
+    else:
+        context.decode(batch)
+    if context.pooling_type == PoolingType.NONE:
+        return np.stack([np.array(context.embeddings(i)) for i in range(len(tokens))])
+    return np.array(context.sequence_embeddings(0))

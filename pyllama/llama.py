@@ -30,6 +30,7 @@ from .generation.session import Session, common_prefix
 from .generation.speculative import DraftModel, Drafter
 from .lora import LoraAdapter
 from .model import KvValue, Model
+from .rerank import ranking, score
 from .results import collect, completion_chunks, logprobs_dict
 from .sampler import DEFAULT_SEED
 from .turns import Turns
@@ -369,6 +370,22 @@ class Llama:
         return {"object": "list", "model": model or self.model_path,
                 "data": [{"object": "embedding", "embedding": e, "index": i} for i, e in enumerate(embeddings)],
                 "usage": {"prompt_tokens": count, "total_tokens": count}}
+
+    def rerank(self, query: str, documents: Sequence[str], top_n: int | None = None, normalize: bool = False,
+               return_documents: bool = False) -> list[dict[str, Any]]:
+        """Documents by relevance to ``query``, best first: ``[{"index", "relevance_score"}, ...]``
+        (Cohere/Jina), the ``top_n`` best, with ``"document": {"text"}`` if asked. Needs a reranker
+        loaded with ``embedding=True, pooling_type=PoolingType.RANK``; ``normalize`` turns the raw
+        logits (llama-server's scores) into 0..1 with the sigmoid. See pyllama.rerank."""
+        if isinstance(documents, str) or not all(isinstance(d, str) for d in documents):
+            raise TypeError("documents must be a list of strings")
+        documents = list(documents)
+        context = self._context()
+        with self._turns.call():
+            if self._session is not None:
+                self._session.reset()
+            scores, _ = score(context, query, documents)
+        return ranking(scores, top_n, documents if return_documents else None, normalize)
 
     # --- state ----------------------------------------------------------------------------
     def save_state(self) -> LlamaState:

@@ -107,6 +107,11 @@ class Vocab:
     def add_eos(self) -> bool:
         return bool(self._special(lib.llama_vocab_get_add_eos))
 
+    @property
+    def add_sep(self) -> bool:
+        """Whether the tokenizer puts SEP between the two texts of a pair (BERT-style rerankers)."""
+        return bool(self._special(lib.llama_vocab_get_add_sep))
+
     def _check(self, token: int) -> None:
         if not 0 <= token < self._n_tokens:
             raise IndexError(f"token {token} is outside the vocabulary (0..{self._n_tokens - 1})")

@@ -259,8 +259,14 @@ def wordpiece_vocab() -> Vocabulary:
     return Vocabulary("bert", tokens, types, bos=2, eos=3, add_bos=True, unk=1)
 
 
-def write_bert(path: Path, shape: Shape = Shape(n_head_kv=4, n_layer=2), seed: int = 0) -> dict[str, np.ndarray]:
-    """A tiny BERT embedding model (mean pooling, WordPiece vocab), F32."""
+def write_bert(path: Path, shape: Shape = Shape(n_head_kv=4, n_layer=2), seed: int = 0, reranker: bool = False,
+               rerank_template: str | None = None) -> dict[str, np.ndarray]:
+    """A tiny BERT embedding model (mean pooling, WordPiece vocab), F32.
+
+    ``reranker=True``: a cross-encoder instead, with the classification head llama.cpp applies
+    under RANK pooling (``cls``: dense + tanh on the [CLS] row, ``cls.output``: one logit) and,
+    like converted bge/jina rerankers, no pooling type of its own. ``rerank_template`` is stored
+    as ``tokenizer.chat_template.rerank``."""
     vocab = wordpiece_vocab()
     rng = np.random.default_rng(seed)
     d, ff = shape.n_embd, shape.n_ff
@@ -287,8 +293,11 @@ def write_bert(path: Path, shape: Shape = Shape(n_head_kv=4, n_layer=2), seed: i
             f"blk.{i}.ffn_down.weight": matrix(d, ff), f"blk.{i}.ffn_down.bias": vector(d),
             f"blk.{i}.layer_output_norm.weight": vector(d, offset=1.0), f"blk.{i}.layer_output_norm.bias": vector(d),
         }
+    if reranker:
+        weights |= {"cls.weight": matrix(d, d), "cls.bias": vector(d),
+                    "cls.output.weight": matrix(1, d) * 4, "cls.output.bias": vector(1)}
     writer = gguf.GGUFWriter(str(path), "bert")
-    writer.add_name("tiny-bert")
+    writer.add_name("tiny-bert-reranker" if reranker else "tiny-bert")
     writer.add_context_length(shape.n_ctx_train)
     writer.add_embedding_length(d)
     writer.add_block_count(shape.n_layer)
@@ -296,7 +305,10 @@ def write_bert(path: Path, shape: Shape = Shape(n_head_kv=4, n_layer=2), seed: i
     writer.add_head_count(shape.n_head)
     writer.add_layer_norm_eps(1e-12)
     writer.add_causal_attention(False)
-    writer.add_pooling_type(gguf.PoolingType.MEAN)
+    if not reranker:
+        writer.add_pooling_type(gguf.PoolingType.MEAN)
+    if rerank_template is not None:
+        writer.add_chat_template([{"name": "rerank", "template": rerank_template}])
     writer.add_token_type_count(2)
     writer.add_file_type(gguf.LlamaFileType.ALL_F32)
     write_vocab(writer, vocab)
@@ -313,6 +325,19 @@ def write_bert(path: Path, shape: Shape = Shape(n_head_kv=4, n_layer=2), seed: i
 
 def reference_bert_embedding(weights: dict[str, np.ndarray], tokens: list[int], shape: Shape = Shape(n_head_kv=4)) -> np.ndarray:
     """Mean-pooled output of the tiny BERT for one sequence, in float64 numpy."""
+    return reference_bert_hidden(weights, tokens, shape).mean(0)
+
+
+def reference_rerank_score(weights: dict[str, np.ndarray], tokens: list[int], shape: Shape = Shape(n_head_kv=4)) -> float:
+    """The tiny reranker's relevance logit for one (query, document) token sequence: the first
+    ([CLS]) row, dense + tanh, then the one-logit output layer."""
+    w = {k: v.astype(np.float64) for k, v in weights.items()}
+    pooled = np.tanh(w["cls.weight"] @ reference_bert_hidden(weights, tokens, shape)[0] + w["cls.bias"])
+    return float((w["cls.output.weight"] @ pooled + w["cls.output.bias"])[0])
+
+
+def reference_bert_hidden(weights: dict[str, np.ndarray], tokens: list[int], shape: Shape = Shape(n_head_kv=4)) -> np.ndarray:
+    """The tiny BERT's last hidden states for one sequence (one row per token), in float64 numpy."""
     w = {k: v.astype(np.float64) for k, v in weights.items()}
     n, d, heads = len(tokens), shape.n_embd, shape.n_head
 
@@ -335,4 +360,4 @@ def reference_bert_embedding(weights: dict[str, np.ndarray], tokens: list[int], 
         h = linear(x, f"blk.{i}.ffn_up")
         h = 0.5 * h * (1 + np.tanh(np.sqrt(2 / np.pi) * (h + 0.044715 * h**3)))
         x = layer_norm(x + linear(h, f"blk.{i}.ffn_down"), f"blk.{i}.layer_output_norm")
-    return x.mean(0)
+    return x

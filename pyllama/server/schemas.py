@@ -11,13 +11,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 INT32_MAX = 2**31 - 1
 MAX_TOP_LOGPROBS = 20  # alternatives per token: OpenAI's limit for top_logprobs, also ours for n_probs
 MAX_STOPS = 16
 MAX_STOP_LENGTH = 1024
 MAX_CHOICES = 16  # n, and prompts per request
+MAX_DOCUMENTS = 1000  # per rerank request: each is a forward pass (Cohere's limit too)
 
 
 class Body(BaseModel):
@@ -226,6 +227,31 @@ class EmbeddingRequest(Body):
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = Field(None, ge=1)
     user: str | None = None
+
+
+class RerankDocument(Body):
+    text: str
+
+
+class RerankRequest(Body):
+    """``/rerank``: Jina/Cohere's ``documents``, or Hugging Face TEI's ``texts`` (one of them)."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"query": "what do llamas eat?", "documents": ["Llamas eat grass.", "Paris is in France."], "top_n": 1}]})
+
+    query: str = Field(min_length=1)
+    documents: Annotated[list[Union[str, RerankDocument]], Field(min_length=1, max_length=MAX_DOCUMENTS)] | None = None
+    texts: Annotated[list[str], Field(min_length=1, max_length=MAX_DOCUMENTS)] | None = None
+    model: str | None = None
+    top_n: int | None = Field(None, ge=1, le=INT32_MAX, description="how many results (default: all)")
+    return_documents: bool = Field(False, description="each result's document as {\"text\"} (Jina/Cohere)")
+    return_text: bool = Field(False, description="each result's text (TEI)")
+
+    @model_validator(mode="after")
+    def _one_list(self) -> RerankRequest:
+        if (self.documents is None) == (self.texts is None):
+            raise ValueError("give the documents to rank as 'documents' (or TEI's 'texts'), not both")
+        return self
 
 
 class TokenizeRequest(Body):

@@ -21,6 +21,7 @@ from ..chat.completion import response_grammar
 from ..chat.json_schema import SchemaError
 from ..context import Context
 from ..embedding import embed
+from ..enums import PoolingType
 from ..errors import LlamaError
 from ..generation.core import Event, Request
 from ..generation.params import SamplingParams
@@ -28,6 +29,7 @@ from ..model import Model
 from ..sampler import Sampler
 from .engine import Engine, EngineStopped, Job, QueueFull
 from .errors import RequestError
+from .ranking import Ranker
 from .schemas import ChatRequest, GenerationFields
 from .settings import Settings
 
@@ -54,8 +56,10 @@ class ModelService:
         self.embedder: Context | None = None
         if settings.embedding:  # a second context on the same weights, not a second copy of them
             self.embedder = Context(self.model, n_ctx=settings.n_ctx, n_batch=settings.n_ctx,
-                                    n_ubatch=settings.n_ctx, n_threads=settings.n_threads, embeddings=True)
+                                    n_ubatch=settings.n_ctx, n_threads=settings.n_threads, embeddings=True,
+                                    pooling_type=PoolingType[settings.pooling.upper()] if settings.pooling else None)
         self._embed_lock = threading.Lock()
+        self.ranker = Ranker.of(self.model, settings, self.embedder, self._embed_lock)
 
     @property
     def name(self) -> str:
@@ -63,6 +67,8 @@ class ModelService:
 
     def close(self) -> None:
         self.engine.close()
+        if self.ranker is not None:
+            self.ranker.close()
         if self.embedder is not None:
             self.embedder.close()
         self.model.close()
