@@ -14,7 +14,7 @@ from importlib import resources
 from fastapi import FastAPI
 from fastapi.responses import HTMLResponse
 
-from . import chat, completions, errors, info, ranking
+from . import chat, completions, errors, info, messages, ranking, responses
 from .gate import Gate
 from .services import Services
 from .settings import Settings
@@ -34,7 +34,7 @@ def create_app(settings: Settings | list[Settings]) -> FastAPI:
                   description="OpenAI-compatible API over llama.cpp, plus llama.cpp's own routes")
     app.state.services = services
     errors.install(app)
-    for module in (completions, chat, info, ranking):
+    for module in (completions, chat, responses, messages, info, ranking):
         app.include_router(module.router(services))
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)

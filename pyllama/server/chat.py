@@ -14,12 +14,13 @@ from typing import Any
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
+from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from ..chat import ChatChunker, ChatPlan, chat_header, chat_response
 from ..generation.core import Event, Request, TokenInfo
 from ..results import logprobs_dict
-from .errors import RequestError
+from .errors import RequestError, validation_message
 from .schemas import ChatRequest
 from .service import ModelService
 from .services import Services
@@ -49,12 +50,22 @@ async def _start(service: ModelService, body: ChatRequest) -> tuple[ChatPlan, Re
     return plan, request, events
 
 
+def translated(fields: dict[str, Any]) -> ChatRequest:
+    """Another API's request as a ChatRequest, validated as the chat route validates its own."""
+    try:
+        return ChatRequest.model_validate(fields)
+    except ValidationError as exc:
+        message, param = validation_message(exc.errors())
+        raise RequestError(400, message, param, "invalid_value") from exc
+
+
 def _usage(prompt: int, generated: int) -> dict[str, int]:
     return {"prompt_tokens": prompt, "completion_tokens": generated, "total_tokens": prompt + generated}
 
 
-async def complete_chat(service: ModelService, body: ChatRequest) -> dict[str, Any]:
-    """The whole ``chat.completion`` (with llama-server's ``timings``)."""
+async def complete_chat(service: ModelService, body: ChatRequest, details: bool = False) -> dict[str, Any]:
+    """The whole ``chat.completion`` (with llama-server's ``timings``). ``details`` (for the
+    other chat-shaped APIs): each choice also says which stop string ended it (``stop_word``)."""
     plan, request, events = await _start(service, body)
     header = chat_header(service.name)
     texts: list[list[str]] = [[] for _ in range(body.n)]
@@ -73,22 +84,26 @@ async def complete_chat(service: ModelService, body: ChatRequest) -> dict[str, A
                                    "logprobs": logprobs_dict(tokens[j]) if body.logprobs else None}],
                       "usage": final.usage}
         choices.append({**chat_response(plan, header, completion)["choices"][0], "index": j})
+        if details:
+            choices[-1]["stop_word"] = final.stop_word
         generated += (final.usage or {}).get("completion_tokens", 0)
     return {**header, "object": "chat.completion", "choices": choices, "timings": last[0].timings,
             "usage": _usage(len(request.prompt_tokens), generated)}
 
 
-async def stream_chat(service: ModelService, body: ChatRequest) -> AsyncIterator[dict[str, Any]]:
+async def stream_chat(service: ModelService, body: ChatRequest, details: bool = False) -> AsyncIterator[dict[str, Any]]:
     """``chat.completion.chunk`` s: the role first, then deltas; the last chunk of a choice
     carries ``timings``; with ``stream_options.include_usage``, a final chunk with the usage.
-    Nothing is yielded before the jobs are queued, so a full queue is still an HTTP error."""
+    Nothing is yielded before the jobs are queued, so a full queue is still an HTTP error.
+    ``details`` (for the other chat-shaped APIs, whose streams open with the prompt's size):
+    the first chunks carry ``prompt_tokens``, a choice's last chunk its ``stop_word``."""
     plan, request, events = await _start(service, body)
     header = chat_header(service.name)
     chunkers = [ChatChunker(header, plan, j) for j in range(body.n)]
     offsets, generated = [0] * body.n, 0
     first = await events.__anext__()
     for chunker in chunkers:
-        yield chunker.start()
+        yield {**chunker.start(), "prompt_tokens": len(request.prompt_tokens)} if details else chunker.start()
     async for index, event in prepend(first, events):
         out = chunkers[index].feed(_part(event, body.logprobs, offsets[index]))
         offsets[index] += sum(len(t.text) for t in event.tokens)
@@ -96,6 +111,8 @@ async def stream_chat(service: ModelService, body: ChatRequest) -> AsyncIterator
             generated += (event.usage or {}).get("completion_tokens", 0)
             if out:
                 out[-1]["timings"] = event.timings
+                if details:
+                    out[-1]["choices"][0]["stop_word"] = event.stop_word
         for chunk in out:
             yield chunk
     if body.stream_options is not None and body.stream_options.include_usage:

@@ -2,13 +2,15 @@
 
 ``{"error": {"message", "type", "param", "code"}}``: routes raise :class:`RequestError`;
 request-model validation failures, FastAPI's own HTTP errors and anything unexpected are
-turned into the same shape by the handlers :func:`install` registers.
+turned into the same shape by the handlers :func:`install` registers. Anthropic's routes
+(``/v1/messages``) answer in Anthropic's shape instead, ``{"type": "error", "error": {"type",
+"message"}}``, since its clients read that one (:func:`body_for` picks by path).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -34,9 +36,27 @@ def error_body(status: int, message: str, param: str | None = None, code: str | 
     return {"error": {"message": message, "type": kind, "param": param, "code": code}}
 
 
+_ANTHROPIC_TYPES = {401: "authentication_error", 403: "permission_error", 404: "not_found_error",
+                    413: "request_too_large", 429: "rate_limit_error", 503: "overloaded_error"}
+
+
+def anthropic_error_body(status: int, message: str, param: str | None = None,
+                         code: str | None = None) -> dict[str, Any]:
+    kind = _ANTHROPIC_TYPES.get(status, "invalid_request_error" if status < 500 else "api_error")
+    return {"type": "error", "error": {"type": kind, "message": message}}
+
+
+ErrorBody = Callable[[int, str, str | None, str | None], dict[str, Any]]
+
+
+def body_for(path: str) -> ErrorBody:
+    """The error shape the clients of ``path`` read."""
+    return anthropic_error_body if path == "/v1/messages" or path.startswith("/v1/messages/") else error_body
+
+
 def error_response(status: int, message: str, param: str | None = None, code: str | None = None,
-                   headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse(error_body(status, message, param, code), status_code=status, headers=headers)
+                   headers: dict[str, str] | None = None, path: str = "") -> JSONResponse:
+    return JSONResponse(body_for(path)(status, message, param, code), status_code=status, headers=headers)
 
 
 def _is_type_label(part: Any) -> bool:
@@ -70,19 +90,20 @@ def validation_message(errors: Sequence[dict[str, Any]]) -> tuple[str, str | Non
 
 def install(app: FastAPI) -> None:
     @app.exception_handler(RequestError)
-    async def request_error(_: Request, exc: RequestError) -> JSONResponse:
-        return error_response(exc.status, exc.message, exc.param, exc.code, exc.headers)
+    async def request_error(request: Request, exc: RequestError) -> JSONResponse:
+        return error_response(exc.status, exc.message, exc.param, exc.code, exc.headers, request.url.path)
 
     @app.exception_handler(RequestValidationError)
-    async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
         message, param = validation_message(exc.errors())
-        return error_response(400, message, param, "invalid_value")
+        return error_response(400, message, param, "invalid_value", path=request.url.path)
 
     @app.exception_handler(HTTPException)
-    async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
-        return error_response(exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None))
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        return error_response(exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None),
+                              path=request.url.path)
 
     @app.exception_handler(Exception)
-    async def unexpected(_: Request, exc: Exception) -> JSONResponse:
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         logger.exception("unexpected error in a route")
-        return error_response(500, f"internal error: {type(exc).__name__}: {exc}")
+        return error_response(500, f"internal error: {type(exc).__name__}: {exc}", path=request.url.path)

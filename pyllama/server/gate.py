@@ -14,7 +14,7 @@ from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 
-from .errors import error_body
+from .errors import body_for
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -85,7 +85,7 @@ class Gate:
             key = bearer[7:] if bearer.lower().startswith("bearer ") else headers.get("x-api-key", "")
             if key not in self.api_keys:
                 return await _answer(send, 401, "a valid API key is required (Authorization: Bearer <key>)",
-                                     code="invalid_api_key")
+                                     code="invalid_api_key", path=scope["path"])
         if scope["method"] not in ("POST", "PUT", "PATCH"):
             return await self.app(scope, receive, send)
         try:
@@ -95,7 +95,7 @@ class Gate:
             elif raw:
                 check_json(raw)
         except BodyError as exc:
-            return await _answer(send, exc.status, str(exc), exc.param)
+            return await _answer(send, exc.status, str(exc), exc.param, path=scope["path"])
         scope["headers"] = [(k, v) for k, v in scope["headers"] if k.lower() != b"content-type"]
         scope["headers"].append((b"content-type", b"application/json"))
         await self.app(scope, _replay(raw, receive), send)
@@ -133,8 +133,9 @@ def _replay(raw: bytes, receive: Receive) -> Receive:
     return replay
 
 
-async def _answer(send: Send, status: int, message: str, param: str | None = None, code: str | None = None) -> None:
-    body = json.dumps(error_body(status, message, param, code)).encode()
+async def _answer(send: Send, status: int, message: str, param: str | None = None, code: str | None = None,
+                  path: str = "") -> None:
+    body = json.dumps(body_for(path)(status, message, param, code)).encode()
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})

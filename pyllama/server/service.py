@@ -96,7 +96,9 @@ class ModelService:
                                field, "context_length_exceeded")
         return tokens
 
-    async def plan_chat(self, body: ChatRequest) -> ChatPlan:
+    async def plan_chat(self, body: ChatRequest, check_room: bool = True) -> ChatPlan:
+        """The prompt and constraints; ``check_room=False`` also plans one the context cannot hold
+        (a client counting tokens wants the count, not an error)."""
         messages = [m.model_dump(exclude_none=True, by_alias=True) for m in body.messages]
         tools = [t.model_dump(exclude_none=True) for t in body.tools] if body.tools else None
         functions = [f.model_dump(exclude_none=True) for f in body.functions] if body.functions else None
@@ -109,7 +111,7 @@ class ModelService:
                 grammar=self._grammar_of(body), reasoning=body.reasoning)
         except (ValueError, TypeError, LlamaError) as exc:  # messages, tools, a template that failed
             raise RequestError(400, str(exc)) from exc
-        if len(plan.prompt_tokens) >= self.engine.n_ctx:
+        if check_room and len(plan.prompt_tokens) >= self.engine.n_ctx:
             raise RequestError(400, f"the messages need {len(plan.prompt_tokens)} tokens but the context holds "
                                     f"{self.engine.n_ctx}", "messages", "context_length_exceeded")
         return plan

@@ -21,15 +21,21 @@ async def started(stream: AsyncIterator[Any]) -> tuple[Any, AsyncIterator[Any]]:
         return None, stream
 
 
-def sse(first: Any, rest: AsyncIterator[Any], done_marker: bool = True) -> StreamingResponse:
+def sse(first: Any, rest: AsyncIterator[Any], done_marker: bool = True, named: bool = False) -> StreamingResponse:
     """``data: {...}`` per chunk, then ``data: [DONE]`` as OpenAI ends a stream (llama.cpp's
-    own routes do not send it)."""
+    own routes do not send it). ``named``: each chunk also gets an ``event:`` line with its
+    ``type``, as the Responses and Anthropic streams have (Anthropic's client skips events
+    without one)."""
+    def event(chunk: Any) -> str:
+        name = f"event: {chunk['type']}\n" if named else ""
+        return f"{name}data: {json.dumps(chunk, ensure_ascii=False)}\n\n"
+
     async def body() -> AsyncIterator[str]:
         try:
             if first is not None:
-                yield f"data: {json.dumps(first, ensure_ascii=False)}\n\n"
+                yield event(first)
             async for chunk in rest:
-                yield f"data: {json.dumps(chunk, ensure_ascii=False)}\n\n"
+                yield event(chunk)
         except RequestError as exc:
             yield f"data: {json.dumps(error_body(exc.status, exc.message, exc.param, exc.code))}\n\n"
         finally:
