@@ -151,6 +151,8 @@ class _Converter:
                 self._refs[ref] = rule_name = self.rule(ref_name, "")  # reserve: recursion refers to it
                 self.rules[rule_name] = self.visit(target, ref_name, ref)
             return self._refs[ref]
+        if "const" in schema or "enum" in schema:
+            self.primitive("ws")  # their rules end in ws; a top-level enum had no ws rule, so llama.cpp refused it
         if "const" in schema:
             return self.rule(name, f"{json_literal(schema['const'])} ws")
         if "enum" in schema:

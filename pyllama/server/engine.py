@@ -156,7 +156,11 @@ class Engine:
             self._emit(job, Event("", [], "error", error=reason))
         for slot in self.slots:
             if slot.job is not None:
-                self._fail(slot, reason)
+                try:
+                    self._fail(slot, reason)
+                except Exception:  # noqa: BLE001 - the context may be what failed; its job still hears why
+                    job, slot.job = slot.job, None
+                    self._emit(job, Event("", [], "error", error=reason))
 
     def _loop(self) -> None:
         while True:

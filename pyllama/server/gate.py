@@ -62,6 +62,8 @@ def check_json(raw: bytes) -> Any:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
         raise BodyError(400, f"the request body is not valid JSON: {exc}") from None
+    except RecursionError:  # [[[[...]]]] a thousand deep: Python's parser gives up; the client sent too much
+        raise BodyError(400, "the request body nests arrays or objects too deeply") from None
     if not isinstance(value, dict):
         raise BodyError(400, "the request body must be a JSON object")
     where = _surrogate_path(value)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import base64
+import json
 from typing import Any
 
 import numpy as np
 from fastapi import APIRouter
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from .errors import RequestError, error_response
@@ -41,20 +42,28 @@ def router(services: Services) -> APIRouter:
                 "chat_template": service.template.source, "embedding": service.embedder is not None}
 
     @api.post("/tokenize", tags=["llama.cpp"])
-    async def tokenize(body: TokenizeRequest) -> dict[str, Any]:
+    async def tokenize(body: TokenizeRequest) -> Response:
         service = services.pick(body.model)
         vocab = service.vocab
-        tokens = await run_in_threadpool(vocab.tokenize, body.content, body.add_special, body.parse_special)
-        if not body.with_pieces:
-            return {"tokens": tokens}
-        pieces = []
-        for token in tokens:
-            piece = vocab.token_to_piece(token)
-            try:
-                pieces.append({"id": token, "piece": piece.decode("utf-8")})
-            except UnicodeDecodeError:  # part of a character: the bytes, as llama-server gives them
-                pieces.append({"id": token, "piece": list(piece)})
-        return {"tokens": pieces}
+
+        def tokenized() -> bytes:
+            # All of it in a worker, the JSON too: pieces for a few MB of text held the event loop
+            # (and /health with it) for over ten seconds. One json.dumps of millions of items holds
+            # the GIL for seconds, so the list goes out in slices.
+            tokens = vocab.tokenize(body.content, body.add_special, body.parse_special)
+            items: list[Any] = tokens
+            if body.with_pieces:
+                items = []
+                for token in tokens:
+                    piece = vocab.token_to_piece(token)
+                    try:
+                        items.append({"id": token, "piece": piece.decode("utf-8")})
+                    except UnicodeDecodeError:  # part of a character: the bytes, as llama-server gives them
+                        items.append({"id": token, "piece": list(piece)})
+            slices = (json.dumps(items[i:i + 4096], ensure_ascii=False)[1:-1] for i in range(0, len(items), 4096))
+            return ('{"tokens": [' + ", ".join(slices) + "]}").encode()
+
+        return Response(await run_in_threadpool(tokenized), media_type="application/json")
 
     @api.post("/detokenize", tags=["llama.cpp"])
     async def detokenize(body: DetokenizeRequest) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from ..model import Model
 from ..sampler import Sampler
 from .engine import Engine, EngineStopped, Job, QueueFull
 from .errors import RequestError
+from .grammar_limits import grammar_problem
 from .ranking import Ranker
 from .schemas import ChatRequest, GenerationFields
 from .settings import Settings
@@ -111,6 +112,8 @@ class ModelService:
                 grammar=self._grammar_of(body), reasoning=body.reasoning)
         except (ValueError, TypeError, LlamaError) as exc:  # messages, tools, a template that failed
             raise RequestError(400, str(exc)) from exc
+        except RecursionError as exc:  # a tool's or response_format's schema nested ~900 deep
+            raise RequestError(400, "a JSON schema in the request nests too deeply") from exc
         if check_room and len(plan.prompt_tokens) >= self.engine.n_ctx:
             raise RequestError(400, f"the messages need {len(plan.prompt_tokens)} tokens but the context holds "
                                     f"{self.engine.n_ctx}", "messages", "context_length_exceeded")
@@ -125,6 +128,8 @@ class ModelService:
                 return schema_to_gbnf(body.json_schema)
             except SchemaError as exc:
                 raise RequestError(400, f"'json_schema': {exc}", "json_schema") from exc
+            except RecursionError as exc:  # the converter recurses once per level of the schema
+                raise RequestError(400, "'json_schema' nests too deeply", "json_schema") from exc
         return body.grammar
 
     def constraint(self, body: GenerationFields) -> str | None:
@@ -134,12 +139,17 @@ class ModelService:
                 return response_grammar(_response_format(body))
             except ValueError as exc:
                 raise RequestError(400, str(exc), "response_format") from exc
+            except RecursionError as exc:
+                raise RequestError(400, "'response_format' has a schema that nests too deeply", "response_format") from exc
         return self._grammar_of(body)
 
     def check_grammar(self, grammar: str | None, triggers: Sequence[str] = ()) -> None:
         """Compile it once here (in a worker thread), so a grammar llama.cpp refuses is a 400."""
         if not grammar:
             return
+        problem = grammar_problem(grammar)  # before llama.cpp: some grammars overflow its parser's stack
+        if problem is not None:
+            raise RequestError(400, problem, "grammar")
         try:
             sampler = Sampler()
             if triggers:
@@ -155,6 +165,11 @@ class ModelService:
         for name, target in _RENAMED.items():
             if getattr(body, name) is not None:
                 fields[target] = getattr(body, name)
+        for window in ("penalty_last_n", "dry_penalty_last_n"):
+            # llama.cpp allocates a ring buffer of the window's size when the engine admits the job:
+            # 2**31-1 froze every stream for a minute. A window wider than the context is the context.
+            if fields.get(window, -1) > self.engine.n_ctx:
+                fields[window] = self.engine.n_ctx
         if body.dry_sequence_breakers is not None:
             fields["dry_sequence_breakers"] = tuple(body.dry_sequence_breakers)
         fields["logit_bias"] = self._logit_bias(body) or None
@@ -230,6 +245,8 @@ class ModelService:
             while open_jobs:
                 index, event = await events.get()
                 if event.error is not None:
+                    if not self.engine.alive:  # the engine stopped under this job: the server, not the request
+                        raise RequestError(503, f"the server cannot generate now: {event.error}")
                     raise RequestError(500, f"generation failed: {event.error}")
                 if event.finish_reason is not None:
                     open_jobs -= 1
