@@ -1,14 +1,14 @@
 """Generate the C source of the cffi module from llama.cpp's public headers.
 
-No hand-maintained copy of ``llama.h`` exists: at build time the headers are run
-through the C preprocessor (export macros and attributes defined away, system
+No hand-maintained copy of ``llama.h`` (or of libmtmd's ``mtmd.h``) exists: at build time
+the headers are run through the C preprocessor (export macros and attributes defined away, system
 headers replaced by stubs), parsed with pycparser, stripped of what cffi cannot
 take (inline function bodies, static asserts), and fed to cffi's out-of-line API
 mode, which emits a C file that CMake compiles and links against libllama.
 
     python cmake/generate_cffi.py --out _pyllama_cffi.c --cc cc \
         --include-dir ggml/include --include-dir include \
-        --header llama.h --header ggml-backend.h [--header ggml-rpc.h] \
+        --header llama.h --header ggml-backend.h [--header ggml-rpc.h] --header mtmd.h \
         --library libllama.so --library libggml.so ... \
         --version 0.1.0 --commit 0c1e570 --build-flags "GGML_RPC=ON ..."
 """
@@ -48,7 +48,7 @@ DEFINED_AWAY = {
     "__extension__": "",
 }
 
-INT_MACRO = re.compile(r"#define ((?:LLAMA|GGML|GGUF)_[A-Z0-9_]+) (-?(?:0x[0-9a-fA-F]+|[0-9]+)[uUlL]*)$")
+INT_MACRO = re.compile(r"#define ((?:LLAMA|GGML|GGUF|MTMD)_[A-Z0-9_]+) (-?(?:0x[0-9a-fA-F]+|[0-9]+)[uUlL]*)$")
 
 # Python functions that C calls back (log, progress, abort); their trampolines live in the module.
 CALLBACKS = """
@@ -71,6 +71,17 @@ struct llama_sampler * pyllama_sampler_init_grammar(const struct llama_vocab * v
 struct llama_sampler * pyllama_sampler_init_grammar_lazy_patterns(
     const struct llama_vocab * vocab, const char * grammar, const char * root, const char ** trigger_patterns,
     size_t n_trigger_patterns, const llama_token * trigger_tokens, size_t n_trigger_tokens);
+bool pyllama_image_size(const unsigned char * buf, size_t len, int * width, int * height);
+mtmd_context * pyllama_mtmd_init(const char * path, const struct llama_model * model, struct mtmd_context_params params);
+mtmd_bitmap * pyllama_mtmd_bitmap_from_buf(const mtmd_context * ctx, const unsigned char * buf, size_t len);
+mtmd_bitmap * pyllama_mtmd_bitmap_init(uint32_t nx, uint32_t ny, const unsigned char * data);
+mtmd_bitmap * pyllama_mtmd_bitmap_init_from_audio(size_t n_samples, const float * data);
+int32_t pyllama_mtmd_tokenize(const mtmd_context * ctx, mtmd_input_chunks * output,
+                              const mtmd_input_part * const * parts, size_t n_parts, bool add_special);
+int32_t pyllama_mtmd_encode_chunk(mtmd_context * ctx, const mtmd_input_chunk * chunk);
+int32_t pyllama_mtmd_decode_chunk(mtmd_context * ctx, struct llama_context * lctx, const mtmd_input_chunk * chunk,
+                                  float * embd, llama_pos n_past, llama_seq_id seq_id, int32_t n_batch,
+                                  llama_pos * new_n_past);
 const char * pyllama_last_failure(void);
 """
 

@@ -11,6 +11,8 @@
 #include <stdexcept>
 #include <string>
 
+#include "guard.h"
+
 #include "ggml-backend.h"
 #include "ggml-rpc.h"
 #include "ggml.h"
@@ -28,33 +30,21 @@ void on_ggml_abort(const char * message) {
     std::fprintf(stderr, "%s\n", message);
 }
 
-struct Guard {
-    Guard() {
-        ggml_set_abort_callback(on_ggml_abort);
-        last_failure.clear();
-        in_guarded_call = true;
-    }
-    ~Guard() { in_guarded_call = false; }
-};
-
 }  // namespace
 
-// Runs a llama.cpp call; an assertion or exception inside it yields ``failed``.
-template <typename Result, typename Call>
-Result guarded(Result failed, Call && call) {
-    Guard guard;
-    try {
-        return call();
-    } catch (const std::exception & e) {
-        last_failure = e.what();
-        return failed;
-    }
+namespace pyllama_guard {
+
+void enter() {
+    ggml_set_abort_callback(on_ggml_abort);
+    last_failure.clear();
+    in_guarded_call = true;
 }
 
-template <typename Call>
-auto guarded(Call && call) -> decltype(call()) {
-    return guarded<decltype(call())>(nullptr, call);
-}
+void leave() { in_guarded_call = false; }
+
+void fail(const std::string & message) { last_failure = message; }
+
+}  // namespace pyllama_guard
 
 extern "C" {
 

@@ -12,6 +12,8 @@ from .errors import (
     GPUUnavailableWarning,
     KVCacheFullError,
     LlamaError,
+    MediaError,
+    MediaTooLargeError,
     ModelLoadError,
     SamplingError,
 )
@@ -21,6 +23,7 @@ from .generation import (ContextFullError, DiskCache, DraftModel, LlamaState, Pr
 from .llama import Llama
 from .lora import LoraAdapter
 from .model import Model
+from .multimodal import Media, MediaPrompt, Projector
 from .sampler import Sampler
 from .system import Device, SystemInfo, system_info
 from .vocab import Vocab
@@ -33,8 +36,13 @@ __all__ = [
     "Llama",
     "LlamaState",
     "LoraAdapter",
+    "Media",
+    "MediaError",
+    "MediaPrompt",
+    "MediaTooLargeError",
     "Model",
     "Perf",
+    "Projector",
     "Sampler",
     "SamplingParams",
     "Session",

@@ -43,6 +43,14 @@ class SamplingError(LlamaError):
     """A sampler stage failed (a grammar left with no way to go on): the sampler is unusable."""
 
 
+class MediaError(LlamaError, ValueError):
+    """An image or audio input cannot be used: unreadable, too large, or not what the projector takes."""
+
+
+class MediaTooLargeError(MediaError):
+    """An image or audio input is larger than a limit (bytes, or pixels); the message names it."""
+
+
 class GPUUnavailableWarning(RuntimeWarning):
     """The build has a GPU backend that cannot run on this machine, so pyllama uses the CPU."""
 

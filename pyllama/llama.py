@@ -19,6 +19,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Union
 
 from .chat import ChatTemplate, chat_chunks, chat_header, chat_response, chat_template, plan_chat
+from .chat.media import MediaReader
 from .context import Context
 from .embedding import embed
 from .enums import FlashAttnType, GGMLType, PoolingType, RopeScalingType, SplitMode
@@ -30,12 +31,13 @@ from .generation.session import Session, common_prefix
 from .generation.speculative import DraftModel, Drafter
 from .lora import LoraAdapter
 from .model import KvValue, Model
+from .multimodal import MediaPrompt, Projector
 from .rerank import ranking, score
 from .results import collect, completion_chunks, logprobs_dict
 from .sampler import DEFAULT_SEED
 from .turns import Turns
 
-Prompt = Union[str, Sequence[int]]
+Prompt = Union[str, Sequence[int], MediaPrompt]  # a MediaPrompt: text with images/audio (Llama.projector)
 
 # llama-cpp-python constructor arguments that have no effect here (kept so ported code runs)
 _IGNORED = {"logits_all", "numa", "last_n_tokens_size", "offload_kqv_warned", "mul_mat_q", "f16_kv",
@@ -82,6 +84,7 @@ class Llama:
         chat_format: str | None = None,
         chat_handler: Any = None,
         draft_model: Any = None,
+        mmproj: str | os.PathLike[str] | None = None,
         verbose: bool = False,
         **ignored: Any,
     ) -> None:
@@ -109,6 +112,9 @@ class Llama:
                 rope_freq_scale=rope_freq_scale, yarn_ext_factor=yarn_ext_factor, yarn_attn_factor=yarn_attn_factor,
                 yarn_beta_fast=yarn_beta_fast, yarn_beta_slow=yarn_beta_slow, yarn_orig_ctx=yarn_orig_ctx)
             self._session = Session(self.context, keep=context_shift_keep)
+        # images (and audio, where the projector has it) in chat messages and MediaPrompts
+        self.projector = Projector(self.model, mmproj, n_threads=n_threads, use_gpu=n_gpu_layers != 0) if mmproj \
+            else None
         self.draft_model = self._drafter(draft_model, n_ctx, n_threads)
         self.last_speculation = SpeculationStats()
         self._turns = Turns()
@@ -228,8 +234,10 @@ class Llama:
             grammar=str(grammar) if grammar is not None else None, grammar_triggers=tuple(grammar_triggers))
         prompt_tokens = self._prompt_tokens(prompt, suffix)
         request = Request(prompt_tokens, params, max_tokens, [stop] if isinstance(stop, str) else list(stop or ()),
-                          logprobs)
+                          logprobs, media=prompt.media if isinstance(prompt, MediaPrompt) else {})
         echo_text = None
+        if echo and request.media:
+            raise ValueError("echo is not available for prompts with images or audio")
         if echo:
             echo_text = prompt if isinstance(prompt, str) else self.model.detokenize(prompt_tokens, remove_special=True)
         header = {"id": f"cmpl-{uuid.uuid4()}", "object": "text_completion", "created": int(time.time()),
@@ -300,8 +308,10 @@ class Llama:
         """
         plan = plan_chat(self.chat_template, self.model.vocab, messages, tools=tools, tool_choice=tool_choice,
                          functions=functions, function_call=function_call, response_format=response_format,
-                         stop=stop, grammar=grammar, reasoning=reasoning)
-        completion = self.create_completion(plan.prompt_tokens, max_tokens=max_tokens, stop=plan.stops,
+                         stop=stop, grammar=grammar, reasoning=reasoning,
+                         media=MediaReader(self.projector, local_files=True) if self.projector else None)
+        prompt = MediaPrompt(plan.prompt_tokens, plan.media) if plan.media else plan.prompt_tokens
+        completion = self.create_completion(prompt, max_tokens=max_tokens, stop=plan.stops,
                                             grammar=plan.grammar, grammar_triggers=plan.grammar_triggers,
                                             stream=stream, logprobs=(top_logprobs or 0) if logprobs else None,
                                             **sampling)
@@ -323,7 +333,11 @@ class Llama:
 
     def _prompt_tokens(self, prompt: Prompt, suffix: str | None) -> list[int]:
         vocab = self.model.vocab
-        if suffix is not None:
+        if isinstance(prompt, MediaPrompt):
+            if suffix is not None:
+                raise ValueError("suffix (fill-in-the-middle) is not available for prompts with images or audio")
+            tokens = list(prompt.tokens)
+        elif suffix is not None:
             tokens = infill_prompt(vocab, prompt if isinstance(prompt, str) else vocab.detokenize(prompt), suffix)
         elif isinstance(prompt, str):
             tokens = self.tokenize(prompt, add_bos=True, special=True)
@@ -417,6 +431,8 @@ class Llama:
             self.context.close()
         if isinstance(self.draft_model, DraftModel):
             self.draft_model.close()
+        if self.projector is not None:
+            self.projector.close()
         self._adapters.clear()
         self.model.close()
 

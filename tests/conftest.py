@@ -67,3 +67,18 @@ def tiny_bert(models_dir):
 
     path = models_dir / "tiny-bert.gguf"
     return path, write_bert(path, seed=3)
+
+
+@pytest.fixture(scope="session")
+def tiny_multimodal(models_dir):
+    """(text model, vision mmproj, audio mmproj): a tiny random Gemma 3 vision model converted from
+    transformers, and a Qwen2-Audio projector its text model can read too (tests/media_models.py)."""
+    from media_models import write_tiny_multimodal
+
+    return write_tiny_multimodal(models_dir / "tiny-multimodal")
+
+
+@pytest.fixture(scope="session")
+def tiny_vision(tiny_multimodal):
+    """(text model, mmproj) of the tiny Gemma 3 vision model."""
+    return tiny_multimodal[:2]

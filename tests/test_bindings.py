@@ -32,6 +32,20 @@ def test_every_llama_api_function_is_bound(llama_cpp_dir):
         assert callable(getattr(lib, name)), name
 
 
+def test_every_mtmd_api_function_is_bound(llama_cpp_dir):
+    """libmtmd (images, audio) is bound from its headers the same way; C++-only declarations
+    (outside extern "C") cannot be, and are not looked for."""
+    names = []
+    for header in ("mtmd.h", "mtmd-helper.h"):
+        code = (llama_cpp_dir / "tools" / "mtmd" / header).read_text()
+        c_part = re.split(r"#ifdef __cplusplus\s*\n\s*}", code)[0]  # up to the end of extern "C"
+        names += declared_functions(c_part.replace("MTMD_API", "LLAMA_API"))
+    assert len(names) > 60, "the header scan found too few functions to be right"
+    missing = [name for name in names if not callable(getattr(lib, name, None))]
+    assert missing == []
+    assert ffi.string(lib.mtmd_default_marker()) == b"<__media__>"
+
+
 def test_header_scan_sees_deprecated_declarations():
     header = ('DEPRECATED(LLAMA_API int32_t llama_old(struct x * y), "use new");\n'
               'LLAMA_API DEPRECATED(bool llama_older(int a), "gone");\nLLAMA_API void llama_new(void);')

@@ -21,6 +21,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from conftest import REPO
 from server_process import running_server
+from media_models import png, square
 
 ARTIFACTS = REPO / "test-artifacts"
 MARKDOWN = ("## 行星\nThe **planets** are *eight*:\n1. Mercury\n2. Venus\n   - hot\n\n"
@@ -101,6 +102,10 @@ def ready(browser):
 @pytest.fixture
 def page(server, browser):
     """The page with nothing kept from an earlier test (no conversations, default settings)."""
+    return fresh_page(browser, server)
+
+
+def fresh_page(browser, server: str):
     browser.set_window_size(1100, 900)
     browser.get(server + "/")
     ready(browser)
@@ -479,3 +484,45 @@ def test_phone_layout(page):
     wait(page, lambda d: d.execute_script("return arguments[0].getBoundingClientRect().right", sidebar) <= 0)
     ARTIFACTS.mkdir(exist_ok=True)
     assert page.save_screenshot(str(ARTIFACTS / "chat-page-phone.png"))
+
+
+@pytest.fixture(scope="module")
+def vision_server(tiny_vision):
+    with running_server(tiny_vision[0], "--mmproj", str(tiny_vision[1]), "--n_ctx", "512", "--n_parallel", "1") as base:
+        yield base
+
+
+def test_no_attach_button_where_the_server_cannot_see_images(page):
+    assert not page.find_element(By.ID, "attach").is_displayed()
+
+
+def test_an_attached_image_is_sent_as_an_image_part_and_kept(browser, vision_server, tmp_path):
+    page = fresh_page(browser, vision_server)
+    assert page.find_element(By.ID, "attach").is_displayed()
+    path = tmp_path / "red.png"
+    path.write_bytes(png(square((255, 0, 0))))
+
+    def attach() -> None:
+        page.find_element(By.ID, "file").send_keys(str(path))
+        wait(page, lambda d: d.find_elements(By.CSS_SELECTOR, "#attachments img"))
+
+    attach()
+    type_and_send(page, "what colour?")
+    replies_done(page)  # the server with the projector read the image and answered
+    assert not page.find_elements(By.CSS_SELECTOR, "#attachments img")
+    script(page, reply("red"))
+    attach()
+    page.find_element(By.CSS_SELECTOR, "#attachments button").click()  # removed again
+    assert not page.find_elements(By.CSS_SELECTOR, "#attachments img")
+    attach()
+    type_and_send(page, "and this one?")
+    replies_done(page, 2)
+    messages = sent(page)[0]["body"]["messages"]
+    for message, text in zip(messages[::2], ("what colour?", "and this one?")):
+        image, words = message["content"]
+        assert image["type"] == "image_url" and image["image_url"]["url"].startswith("data:image/jpeg;base64,")
+        assert words == {"type": "text", "text": text}
+    assert isinstance(messages[1]["content"], str)  # the reply goes back as text
+    reload(page)
+    thumbs = page.find_elements(By.CSS_SELECTOR, ".user .thumbs img")
+    assert len(thumbs) == 2 and all(t.get_attribute("src").startswith("data:image/jpeg;base64,") for t in thumbs)

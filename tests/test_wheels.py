@@ -97,6 +97,12 @@ assert BUILD_FLAGS["GGML_BACKEND_DL"] == "ON"
 assert {"CPU", "RPC"} <= set(system_info().backends), system_info().backends
 llm = pyllama.Llama(sys.argv[2], n_ctx=64, seed=1)
 assert llm("hello", max_tokens=4)["usage"]["completion_tokens"] == 4
+assert (LIBRARY_DIR / "libmtmd.so").exists()  # images through libmtmd, next to the other libraries
+import numpy as np
+with pyllama.Llama(sys.argv[4], mmproj=sys.argv[5], n_ctx=128) as vlm:
+    image = vlm.projector.image(np.full((16, 16, 3), 200, np.uint8))
+    prompt = vlm.projector.tokenize(["look: ", image, "."])
+    assert vlm.create_completion(prompt, max_tokens=2)["usage"]["prompt_tokens"] == len(prompt.tokens)
 try:
     Model(sys.argv[2], rpc_servers=[f"127.0.0.1:{sys.argv[3]}"], n_gpu_layers=-1)
 except LlamaError as error:
@@ -104,9 +110,10 @@ except LlamaError as error:
 """
 
 
-def test_wheel_with_backends_as_modules_generates_and_reaches_rpc(tmp_path, tiny_spm):
+def test_wheel_with_backends_as_modules_generates_and_reaches_rpc(tmp_path, tiny_spm, tiny_vision):
     """The prebuilt wheels' mode (GGML_BACKEND_DL): the CPU and RPC backends are modules loaded
-    at import, not libraries the bindings link; a wheel built so must still do everything."""
+    at import, not libraries the bindings link; a wheel built so must still do everything,
+    images through libmtmd included."""
     import socket
     import sysconfig
     import zipfile
@@ -127,7 +134,8 @@ def test_wheel_with_backends_as_modules_generates_and_reaches_rpc(tmp_path, tiny
         port = probe.getsockname()[1]
     # -S: no .pth files, so the editable install's import hook cannot shadow the unpacked wheel
     path = os.pathsep.join([str(unpacked), sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]])
-    run = subprocess.run([sys.executable, "-S", "-c", PREBUILT_MODE_CHECK, str(unpacked), str(tiny_spm[0]), str(port)],
+    run = subprocess.run([sys.executable, "-S", "-c", PREBUILT_MODE_CHECK, str(unpacked), str(tiny_spm[0]), str(port),
+                          *map(str, tiny_vision)],
                          env={**os.environ, "PYTHONPATH": path}, capture_output=True, text=True, cwd=tmp_path)
     assert run.returncode == 0, run.stderr
     assert f"127.0.0.1:{port}" in run.stdout

@@ -78,6 +78,7 @@ def take_errors() -> list[str]:
 
 
 def install() -> None:
-    """Route llama.cpp's and ggml's log through :data:`logger` (done once, at import)."""
+    """Route llama.cpp's, ggml's and libmtmd's log through :data:`logger` (done once, at import)."""
     lib.llama_log_set(lib._pyllama_on_log, ffi.NULL)
+    lib.mtmd_helper_log_set(lib._pyllama_on_log, ffi.NULL)  # libmtmd and its image encoder log on their own
 

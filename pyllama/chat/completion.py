@@ -17,28 +17,39 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from ..vocab import Vocab
+from ..multimodal import MediaChunk, default_marker
 from . import tools as tooling
 from .json_schema import SchemaError, json_grammar, schema_to_gbnf
+from .media import MEDIA_PARTS, MediaParts, MediaReader
 from .template import ChatTemplate
 
 ROLES = {"system", "developer", "user", "assistant", "tool", "function"}
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 
 
-def _text_of(content: Any, where: str) -> str | None:
+def _text_of(content: Any, where: str, media: MediaParts | None = None) -> str | None:
     if content is None or isinstance(content, str):
         return content
     if isinstance(content, list):  # OpenAI content parts
         texts = []
-        for part in content:
-            if not isinstance(part, Mapping) or part.get("type") != "text":
-                raise ValueError(f"{where}: only text content parts are supported")
-            texts.append(str(part.get("text", "")))
+        for j, part in enumerate(content):
+            kind = part.get("type") if isinstance(part, Mapping) else None
+            if kind in MEDIA_PARTS and media is not None:
+                texts.append(media.add(part, f"{where}.content[{j}]"))
+            elif kind in MEDIA_PARTS:
+                raise ValueError(f"{where}.content[{j}]: {kind} parts need a model loaded with a multimodal "
+                                 "projector (mmproj)")
+            elif kind != "text":
+                raise ValueError(f"{where}.content[{j}]: content parts are text, image_url or input_audio")
+            else:
+                texts.append(str(part.get("text", "")))
         return "".join(texts)
     raise ValueError(f"{where}: content must be a string, a list of parts or null")
 
 
-def normalize_messages(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+def normalize_messages(messages: Sequence[Mapping[str, Any]], media: MediaParts | None = None) -> list[dict[str, Any]]:
+    """Messages with their content as text; media parts become ``media``'s marker (without
+    ``media``, they are an error)."""
     if not isinstance(messages, Sequence) or not messages:
         raise ValueError("messages must be a non-empty list")
     result = []
@@ -46,7 +57,7 @@ def normalize_messages(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, 
         if not isinstance(message, Mapping) or message.get("role") not in ROLES:
             raise ValueError(f"messages[{i}] needs a role among {sorted(ROLES)}")
         normalized = dict(message)
-        normalized["content"] = _text_of(message.get("content"), f"messages[{i}]")
+        normalized["content"] = _text_of(message.get("content"), f"messages[{i}]", media)
         if normalized["role"] == "developer":
             normalized["role"] = "system"
         result.append(normalized)
@@ -104,15 +115,18 @@ class ChatPlan:
     known_tools: Mapping[str, Any]  # tools whose calls are read back from the output
     legacy_functions: bool
     reasoning: bool
+    media: Mapping[int, MediaChunk] = dataclasses.field(default_factory=dict)  # by position in prompt_tokens
 
 
 def plan_chat(template: ChatTemplate, vocab: Vocab, messages: Sequence[Mapping[str, Any]], *,
               tools: Sequence[Mapping[str, Any]] | None = None, tool_choice: Any = None,
               functions: Sequence[Mapping[str, Any]] | None = None, function_call: Any = None,
               response_format: Mapping[str, Any] | None = None, stop: str | Sequence[str] | None = None,
-              grammar: str | None = None, reasoning: bool = False) -> ChatPlan:
-    """Render and constrain a chat request; bad requests raise ValueError."""
-    messages = normalize_messages(messages)
+              grammar: str | None = None, reasoning: bool = False, media: MediaReader | None = None) -> ChatPlan:
+    """Render and constrain a chat request; bad requests raise ValueError. ``media`` reads the
+    image and audio parts (for a model with a projector); without it they are refused."""
+    collected = MediaParts() if media is not None else None
+    messages = normalize_messages(messages, collected)
     if functions:
         tools, tool_choice = _legacy_functions(functions, function_call)
     known = tooling.validate_tools(tools or [])
@@ -129,11 +143,18 @@ def plan_chat(template: ChatTemplate, vocab: Vocab, messages: Sequence[Mapping[s
             grammar = tooling.generic_grammar(known, choice)
             triggers = (tooling.GENERIC_TRIGGER,) if choice == "auto" else ()
     prompt = template.render(messages, tools=offered, add_generation_prompt=True)
-    prompt_tokens = vocab.tokenize(prompt, add_special=True, parse_special=True)
-    if len(prompt_tokens) > 1 and prompt_tokens[0] == prompt_tokens[1] == vocab.bos:
-        prompt_tokens = prompt_tokens[1:]  # the template wrote BOS itself
+    chunks: Mapping[int, MediaChunk] = {}
+    if collected is not None and collected.parts:
+        tokenized = collected.tokenize(prompt, media, template.bos_token if vocab.add_bos else "")
+        prompt_tokens, chunks = tokenized.tokens, tokenized.media
+        prompt = prompt.replace(collected.marker, default_marker())
+    else:
+        prompt_tokens = vocab.tokenize(prompt, add_special=True, parse_special=True)
+        if len(prompt_tokens) > 1 and prompt_tokens[0] == prompt_tokens[1] == vocab.bos:
+            prompt_tokens = prompt_tokens[1:]  # the template wrote BOS itself
     stops = list(template.stop) + ([stop] if isinstance(stop, str) else list(stop or []))
-    return ChatPlan(prompt_tokens, stops, grammar, triggers, known if offered else {}, bool(functions), reasoning)
+    return ChatPlan(prompt_tokens, stops, grammar, triggers, known if offered else {}, bool(functions), reasoning,
+                    chunks)
 
 
 def chat_header(model: str) -> dict[str, Any]:

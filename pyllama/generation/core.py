@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -23,6 +24,9 @@ from .params import SamplingParams
 from .session import ContextFullError, Session
 from .speculative import Drafter, verified_tokens
 from .text_stream import TextStream
+
+if TYPE_CHECKING:
+    from ..multimodal import MediaChunk
 
 
 @dataclasses.dataclass
@@ -35,6 +39,8 @@ class Request:
     stops: list[str] = dataclasses.field(default_factory=list)
     logprobs: int | None = None  # alternatives per token to report; None: no logprobs
     ignore_eos: bool = False
+    # images/audio by the position they start at; prompt_tokens holds placeholders there (pyllama.multimodal)
+    media: Mapping[int, MediaChunk] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass
@@ -111,7 +117,8 @@ class Generation:
     def __init__(self, model: Model, request: Request, seed: int, limit: int, n_ctx: int) -> None:
         self.model = model
         self.request = request
-        self.sampler = request.params.sampler(model, seed, history=request.prompt_tokens, n_ctx=n_ctx)
+        history = [t for t in request.prompt_tokens if t >= 0] if request.media else request.prompt_tokens
+        self.sampler = request.params.sampler(model, seed, history=history, n_ctx=n_ctx)
         self.stream = TextStream(request.stops)
         self.limit = limit
         self.generated = 0
@@ -202,14 +209,14 @@ def generate(model: Model, session: Session, request: Request, seed: int, drafte
     last Event carries the finish reason. With a drafter (and no logprobs), guesses are
     verified in one batch each, and the output is exactly that of plain decoding."""
     prompt = request.prompt_tokens
-    session.prefill(prompt)
+    session.prefill(prompt, media=request.media)
     room = session.n_ctx - len(prompt)
     limit = request.max_tokens if request.max_tokens and request.max_tokens > 0 else room
     if session.keep is None:
         limit = min(limit, room)
     generation = Generation(model, request, seed, limit, session.n_ctx)
     generation.prompt_evaluated = session.last_prompt_evaluated
-    if drafter is not None and request.logprobs is None:
+    if drafter is not None and request.logprobs is None and not request.media:  # drafters read text only
         stats = stats if stats is not None else SpeculationStats()
         for token, row in verified_tokens(session, generation.sample, drafter, stats):
             event = generation.take(token, session.context, row)

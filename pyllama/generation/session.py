@@ -8,13 +8,14 @@ first ``keep`` and shifts the rest down, as llama.cpp's ``--keep`` does.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 from ..batch import Batch
 from ..context import Context
 from ..errors import ContextOverflowError
+from ..multimodal.prompt import MediaChunk, evaluate, reusable_prefix
 
 SEQ = 0
 
@@ -39,22 +40,31 @@ class Session:
         self.context.kv_clear()
         self.tokens = []
 
-    def prefill(self, prompt: Sequence[int], all_logits: bool = False) -> list[np.ndarray]:
+    def prefill(self, prompt: Sequence[int], all_logits: bool = False,
+                media: Mapping[int, MediaChunk] | None = None) -> list[np.ndarray]:
         """Bring the memory to exactly ``prompt``; logits of its last token are then current.
 
         With ``all_logits`` the logits of every evaluated prompt token are returned (copies),
-        and nothing is reused, so every position has them.
+        and nothing is reused, so every position has them. ``media``: the images/audio of a
+        :class:`~pyllama.multimodal.MediaPrompt` (its ``tokens`` are the ``prompt``).
         """
         if not prompt:
             raise ValueError("the prompt is empty")
         if len(prompt) > self.n_ctx:
             raise ContextOverflowError(f"the prompt has {len(prompt)} tokens but the context holds {self.n_ctx}")
-        reuse = 0 if all_logits else common_prefix(self.tokens, prompt)
-        reuse = min(reuse, len(prompt) - 1)  # the last token runs again for fresh logits
+        if media and all_logits:
+            raise ValueError("prompt logprobs (echo) are not available for prompts with images or audio")
+        # the last token runs again for fresh logits; an image is reused whole or not at all
+        reuse = 0 if all_logits else reusable_prefix(self.tokens, prompt, media or {})
         if not self.context.kv_remove(SEQ, reuse, -1):  # memory that cannot cut a sequence (recurrent)
             self.context.kv_clear()
             reuse = 0
         del self.tokens[reuse:]
+        if media:
+            evaluate(self.context, prompt, media, reuse, SEQ)
+            self.tokens.extend(prompt[reuse:])
+            self.last_prompt_evaluated = len(prompt) - reuse
+            return []
         rows = []
         n_batch = self.context.n_batch
         for start in range(reuse, len(prompt), n_batch):
@@ -96,10 +106,17 @@ class Session:
 
     def _shift(self) -> None:
         keep = min(self.keep or 0, len(self.tokens) - 2)
-        discard = (len(self.tokens) - keep) // 2
-        self.context.kv_remove(SEQ, keep, keep + discard)
-        self.context.kv_shift(SEQ, keep + discard, len(self.tokens), -discard)
-        del self.tokens[keep:keep + discard]
+        start, end = keep, keep + (len(self.tokens) - keep) // 2
+        # media positions (negative placeholders) are dropped whole or kept whole
+        while start < end and start > 0 and self.tokens[start] < 0 and self.tokens[start - 1] < 0:
+            start += 1
+        while end < len(self.tokens) - 1 and self.tokens[end] < 0 and self.tokens[end - 1] < 0:
+            end += 1
+        if start >= end:
+            raise ContextFullError(f"the context is full ({self.n_ctx} tokens) and only an image could be dropped")
+        self.context.kv_remove(SEQ, start, end)
+        self.context.kv_shift(SEQ, end, len(self.tokens), start - end)
+        del self.tokens[start:end]
 
 
 def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:

@@ -42,7 +42,7 @@ async def _start(service: ModelService, body: ChatRequest) -> tuple[ChatPlan, Re
     def build() -> Request:
         service.check_grammar(plan.grammar, plan.grammar_triggers)
         params = service.sampling(body, plan.grammar, plan.grammar_triggers)
-        return Request(plan.prompt_tokens, params, None, plan.stops, top, body.ignore_eos)
+        return Request(plan.prompt_tokens, params, None, plan.stops, top, body.ignore_eos, media=plan.media)
 
     request = await run_in_threadpool(build)
     events = service.run(lambda emit: [service.job(request, body, lambda event, j=j: emit(j, event), index=j)

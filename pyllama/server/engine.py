@@ -31,6 +31,7 @@ from ..errors import KVCacheFullError, LlamaError
 from ..generation.core import Event, Generation, Request
 from ..generation.session import common_prefix
 from ..model import Model
+from ..multimodal.prompt import reusable_prefix, text_ahead
 
 logger = logging.getLogger("pyllama.server")
 
@@ -193,7 +194,7 @@ class Engine:
     def _admit(self, slot: _Slot, job: Job) -> None:
         try:
             prompt = job.prompt_tokens
-            reuse = min(common_prefix(slot.tokens, prompt), len(prompt) - 1)
+            reuse = reusable_prefix(slot.tokens, prompt, job.request.media)
             if not self.context.kv_remove(slot.seq_id, reuse, -1):  # memory that cannot cut a sequence (recurrent)
                 self.context.kv_remove(slot.seq_id)
                 reuse = 0
@@ -212,6 +213,9 @@ class Engine:
         for slot in self.slots:
             if slot.job is not None and slot.job.cancelled.is_set():
                 slot.release()
+        for slot in self.slots:
+            if slot.job is not None and slot.pending and slot.job.request.media:
+                self._evaluate_media(slot)
         batch = self._batch
         batch.clear()
         added: list[tuple[_Slot, list[int], bool]] = []  # what each slot put in this batch, to undo it
@@ -227,7 +231,8 @@ class Engine:
             room = self.n_batch - batch.n_tokens
             if room <= 0:
                 break
-            chunk, slot.pending = slot.pending[:room], slot.pending[room:]
+            take = min(room, text_ahead(slot.pending, len(slot.tokens), slot.job.request.media))  # text only
+            chunk, slot.pending = slot.pending[:take], slot.pending[take:]
             batch.add_sequence(chunk, start_pos=len(slot.tokens), seq_id=slot.seq_id,
                                output="last" if not slot.pending else False)
             added.append((slot, chunk, False))
@@ -256,6 +261,26 @@ class Engine:
                     self._advance(slot)
                 except Exception as exc:  # noqa: BLE001 - sampling failed for this job alone
                     self._fail(slot, f"{type(exc).__name__}: {exc}")
+
+    def _evaluate_media(self, slot: _Slot) -> None:
+        """Images or audio at the head of a slot's pending prompt: each is evaluated on its own
+        through the projector (a batch holds text only); the text after it then goes on as usual."""
+        media = slot.job.request.media
+        while slot.pending and len(slot.tokens) in media:
+            chunk = media[len(slot.tokens)]
+            try:
+                chunk.evaluate(self.context, len(slot.tokens), slot.seq_id)
+            except KVCacheFullError:
+                self.context.kv_remove(slot.seq_id, len(slot.tokens), -1)  # a part may have gone in
+                if self._drop_idle_caches():
+                    continue
+                self._fail(slot, f"the KV cache has no room for the {chunk.kind} ({chunk.n_tokens} tokens)")
+                return
+            except Exception as exc:  # noqa: BLE001 - this job's own image failed
+                self._fail(slot, f"{type(exc).__name__}: {exc}")
+                return
+            slot.tokens.extend(slot.pending[:chunk.n_pos])
+            del slot.pending[:chunk.n_pos]
 
     def _advance(self, slot: _Slot) -> None:
         generation = slot.generation

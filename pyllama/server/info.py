@@ -39,7 +39,9 @@ def router(services: Services) -> APIRouter:
         service = services.default
         return {"model": service.name, "model_path": service.settings.model, "n_ctx": service.engine.n_ctx,
                 "n_parallel": len(service.engine.slots), "total_slots": len(service.engine.slots),
-                "chat_template": service.template.source, "embedding": service.embedder is not None}
+                "chat_template": service.template.source, "embedding": service.embedder is not None,
+                "modalities": {"vision": bool(service.projector and service.projector.supports_vision),
+                               "audio": bool(service.projector and service.projector.supports_audio)}}
 
     @api.post("/tokenize", tags=["llama.cpp"])
     async def tokenize(body: TokenizeRequest) -> Response:

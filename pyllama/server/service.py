@@ -22,13 +22,16 @@ from ..chat.json_schema import SchemaError
 from ..context import Context
 from ..embedding import embed
 from ..enums import PoolingType
-from ..errors import LlamaError
+from ..chat.media import MediaReader
+from ..errors import LlamaError, MediaTooLargeError
 from ..generation.core import Event, Request
 from ..generation.params import SamplingParams
 from ..model import Model
+from ..multimodal import Projector
 from ..sampler import Sampler
 from .engine import Engine, EngineStopped, Job, QueueFull
 from .errors import RequestError
+from .media_fetch import fetch_media
 from .grammar_limits import grammar_problem
 from .ranking import Ranker
 from .schemas import ChatRequest, GenerationFields
@@ -61,6 +64,13 @@ class ModelService:
                                     pooling_type=PoolingType[settings.pooling.upper()] if settings.pooling else None)
         self._embed_lock = threading.Lock()
         self.ranker = Ranker.of(self.model, settings, self.embedder, self._embed_lock)
+        self.projector: Projector | None = None  # images (and audio) in chat messages, with --mmproj
+        self.media: MediaReader | None = None
+        if settings.mmproj:
+            self.projector = Projector(self.model, settings.mmproj, n_threads=settings.n_threads,
+                                       use_gpu=settings.n_gpu_layers != 0)
+            self.media = MediaReader(self.projector, fetch=fetch_media if settings.allow_remote_media else None,
+                                     max_bytes=settings.media_max_bytes)
 
     @property
     def name(self) -> str:
@@ -72,6 +82,8 @@ class ModelService:
             self.ranker.close()
         if self.embedder is not None:
             self.embedder.close()
+        if self.projector is not None:
+            self.projector.close()
         self.model.close()
 
     # --- prompts --------------------------------------------------------------------------
@@ -109,7 +121,9 @@ class ModelService:
             plan = await run_in_threadpool(
                 plan_chat, self.template, self.vocab, messages, tools=tools, tool_choice=choice, functions=functions,
                 function_call=call, response_format=_response_format(body), stop=body.stop,
-                grammar=self._grammar_of(body), reasoning=body.reasoning)
+                grammar=self._grammar_of(body), reasoning=body.reasoning, media=self.media)
+        except MediaTooLargeError as exc:
+            raise RequestError(413, str(exc), "messages") from exc
         except (ValueError, TypeError, LlamaError) as exc:  # messages, tools, a template that failed
             raise RequestError(400, str(exc)) from exc
         except RecursionError as exc:  # a tool's or response_format's schema nested ~900 deep

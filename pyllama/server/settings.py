@@ -59,6 +59,9 @@ class Settings:
     ssl_certfile: str | None = None
     verbose: bool = False
     webui: bool = True
+    mmproj: str | None = None  # multimodal projector: images (and audio) in chat messages
+    allow_remote_media: bool = False  # let requests name http(s) image URLs the server downloads
+    media_max_bytes: int = 20 << 20
     started: int = dataclasses.field(default_factory=lambda: int(time.time()))
 
     def __post_init__(self) -> None:
@@ -144,6 +147,11 @@ OPTIONS = [
     Option("ssl_certfile", str, "TLS certificate file", ("--ssl-cert-file",)),
     Option("verbose", _flag, "log every request and llama.cpp's own log", ("-v",), switch=True),
     Option("webui", _flag, "serve the chat page at / (default true)", ("--ui",), switch=True, negation="--no-webui"),
+    Option("mmproj", str, "multimodal projector GGUF for the model: images (and audio) in chat messages",
+           ("-mm",)),
+    Option("allow_remote_media", _flag, "let chat requests name http(s) image URLs that the server downloads "
+           "(default off: images come as data URLs)", switch=True),
+    Option("media_max_bytes", int, "largest image or audio a request may send, in bytes (default 20 MiB)"),
     Option("config", str, "JSON file serving several models: {\"models\": [{\"model\": ..., \"model_alias\": ...}, ...]} "
                           "plus any server option at the top level"),
 ]
@@ -222,6 +230,8 @@ def _settings(parser: argparse.ArgumentParser, values: dict) -> Settings:
         parser.error("a model is required: --model PATH or MODEL=PATH")
     if not Path(values["model"]).is_file():
         parser.error(f"model file not found: {values['model']}")
+    if values.get("mmproj") and not Path(values["mmproj"]).is_file():
+        parser.error(f"projector file not found: {values['mmproj']}")
     for name in ("model_alias", "host", "tags", "cors_origins"):  # names from a config file may be plain strings
         if isinstance(values.get(name), str):
             values[name] = _names(values[name])
