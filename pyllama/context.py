@@ -87,6 +87,7 @@ class Context(NativeObject):
         type_v: GGMLType | int | None = None,
         offload_kqv: bool = True,
         kv_unified: bool | None = None,
+        swa_full: bool | None = None,
         rope_scaling_type: RopeScalingType | int | None = None,
         rope_freq_base: float = 0.0,
         rope_freq_scale: float = 0.0,
@@ -97,6 +98,11 @@ class Context(NativeObject):
         yarn_orig_ctx: int = 0,
         no_perf: bool = False,
     ) -> None:
+        for name, value, least in (("n_ctx", n_ctx, 0), ("n_batch", n_batch, 1), ("n_ubatch", n_ubatch, 1),
+                                   ("n_seq_max", n_seq_max, 1), ("n_threads", n_threads or 1, 1),
+                                   ("n_threads_batch", n_threads_batch or 1, 1)):
+            if not least <= value < 2**31:
+                raise ValueError(f"{name} must be in {least}..{2**31 - 1}, got {value}")
         params = lib.llama_context_default_params()
         params.n_ctx, params.n_batch, params.n_ubatch, params.n_seq_max = n_ctx, n_batch, n_ubatch, n_seq_max
         params.n_threads = n_threads or params.n_threads
@@ -104,6 +110,8 @@ class Context(NativeObject):
         params.embeddings, params.offload_kqv, params.no_perf = embeddings, offload_kqv, no_perf
         if kv_unified is not None:
             params.kv_unified = kv_unified
+        if swa_full is not None:
+            params.swa_full = swa_full
         for field, value in (("pooling_type", pooling_type), ("attention_type", attention_type),
                              ("type_k", type_k), ("type_v", type_v), ("rope_scaling_type", rope_scaling_type)):
             if value is not None:
@@ -137,6 +145,7 @@ class Context(NativeObject):
         self._n_layer = model.n_layer
         self._n_batch = lib.llama_n_batch(pointer)
         self._embeddings = embeddings
+        self._can_encode = model.has_encoder or lib.llama_get_memory(pointer) == ffi.NULL
 
     # --- sizes ----------------------------------------------------------------------------
     @property
@@ -188,6 +197,9 @@ class Context(NativeObject):
 
     def encode(self, batch: Batch) -> None:
         """Run the encoder of an encoder-decoder model (or a non-causal embedding model)."""
+        if not self._can_encode:  # llama_encode on a decoder's KV memory crashes the process
+            raise ValueError("encode() needs an encoder-decoder model (T5) or an embedding model without KV memory "
+                             "(BERT); use decode() for this model")
         self._run(batch, lib.llama_encode, "llama_encode", batch.n_tokens)  # the encoder outputs every token
 
     def _run(self, batch: Batch, function: Callable[[Any, Any], int], name: str, n_outputs: int) -> None:
@@ -357,7 +369,7 @@ class Context(NativeObject):
             if not ok:
                 raise checks.failure(LlamaError, f"could not restore the state from {os.fspath(path)}",
                                      default="invalid file")
-            return list(ffi.unpack(tokens, count[0]))
+            return ffi.unpack(tokens, count[0])
 
     # --- abort, adapters, counters --------------------------------------------------------
     def set_abort(self, should_abort: Callable[[], bool] | None) -> None:

@@ -25,7 +25,8 @@ from .embedding import embed
 from .enums import FlashAttnType, GGMLType, PoolingType, RopeScalingType, SplitMode
 from .errors import ContextOverflowError
 from .generation.cache import LlamaState
-from .generation.core import Event, Request, SpeculationStats, generate, infill_prompt, prompt_infos
+from .generation.core import Event, Request, generate, infill_prompt, prompt_infos
+from .generation.draft_policy import DecodeCost, DraftPolicy, SpeculationStats
 from .generation.params import SamplingParams
 from .generation.session import Session, common_prefix
 from .generation.speculative import DraftModel, Drafter
@@ -41,7 +42,7 @@ Prompt = Union[str, Sequence[int], MediaPrompt]  # a MediaPrompt: text with imag
 
 # llama-cpp-python constructor arguments that have no effect here (kept so ported code runs)
 _IGNORED = {"logits_all", "numa", "last_n_tokens_size", "offload_kqv_warned", "mul_mat_q", "f16_kv",
-            "low_vram", "embd_normalize", "type_k_warned", "spm_infill", "swa_full", "no_perf"}
+            "low_vram", "embd_normalize", "type_k_warned", "spm_infill", "no_perf"}
 
 
 class Llama:
@@ -78,6 +79,7 @@ class Llama:
         flash_attn: bool | FlashAttnType | None = None,
         type_k: GGMLType | int | None = None,
         type_v: GGMLType | int | None = None,
+        swa_full: bool | None = None,
         lora_path: str | None = None,
         lora_scale: float = 1.0,
         context_shift_keep: int | None = None,
@@ -108,7 +110,8 @@ class Llama:
                 self.model, n_ctx=n_ctx or self.model.n_ctx_train, n_batch=min(n_batch, n_ctx or n_batch),
                 n_ubatch=n_ubatch, n_threads=n_threads, n_threads_batch=n_threads_batch, embeddings=embedding,
                 pooling_type=pooling_type, flash_attn=flash_attn, type_k=type_k, type_v=type_v,
-                offload_kqv=offload_kqv, rope_scaling_type=rope_scaling_type, rope_freq_base=rope_freq_base,
+                offload_kqv=offload_kqv, swa_full=swa_full, rope_scaling_type=rope_scaling_type,
+                rope_freq_base=rope_freq_base,
                 rope_freq_scale=rope_freq_scale, yarn_ext_factor=yarn_ext_factor, yarn_attn_factor=yarn_attn_factor,
                 yarn_beta_fast=yarn_beta_fast, yarn_beta_slow=yarn_beta_slow, yarn_orig_ctx=yarn_orig_ctx)
             self._session = Session(self.context, keep=context_shift_keep)
@@ -117,6 +120,7 @@ class Llama:
             else None
         self.draft_model = self._drafter(draft_model, n_ctx, n_threads)
         self.last_speculation = SpeculationStats()
+        self._decode_cost = DecodeCost()  # what decodes of each size cost here: what guesses are worth
         self._turns = Turns()
         self.cache: Any = None
         self._adapters: dict[str, LoraAdapter] = {}
@@ -269,7 +273,8 @@ class Llama:
         if session is None:
             raise ValueError("this Llama was loaded with vocab_only=True; it cannot generate")
         self._apply_loras(loras)
-        self.last_speculation = SpeculationStats()
+        policy = DraftPolicy(cost=self._decode_cost)
+        self.last_speculation = policy.stats
         prompt = request.prompt_tokens
         if echo_text is not None:
             infos = []
@@ -278,7 +283,7 @@ class Llama:
             yield Event(echo_text, infos)
         if self.cache is not None:
             self._resume_from_cache(prompt)
-        for event in generate(self.model, session, request, self.seed, self.draft_model, self.last_speculation):
+        for event in generate(self.model, session, request, self.seed, self.draft_model, policy):
             if event.finish_reason is not None:
                 if self.cache is not None:  # stored before the last event: callers stop reading there
                     self.cache.put(LlamaState(tuple(session.tokens), self._context().state_bytes(), self.seed))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from ._binding import checks
-from ._binding import ffi, lib
+from ._binding import lib
 from ._binding.native import NativeObject, owned
 from .errors import LlamaError
 from .model import Model

@@ -100,6 +100,15 @@ class Vocab:
         return self._special(lib.llama_vocab_fim_mid)
 
     @property
+    def fim_repo(self) -> int:
+        """Repository-level FIM: the token before a repository name (-1 when none; also fim_separator)."""
+        return self._special(lib.llama_vocab_fim_rep)
+
+    @property
+    def fim_separator(self) -> int:
+        return self._special(lib.llama_vocab_fim_sep)
+
+    @property
     def add_bos(self) -> bool:
         return bool(self._special(lib.llama_vocab_get_add_bos))
 
@@ -158,7 +167,7 @@ class Vocab:
             capacity = -n
             tokens = ffi.new("llama_token[]", capacity)
             n = lib.llama_tokenize(self._vocab, raw, len(raw), tokens, capacity, add_special, parse_special)
-        return list(ffi.unpack(tokens, n))
+        return ffi.unpack(tokens, n)  # a list already
 
     def token_to_piece(self, token: int, special: bool = False, lstrip: int = 0) -> bytes:
         """The bytes a token renders to. May be part of a UTF-8 character: join before decoding."""

@@ -117,9 +117,12 @@ def test_fit_and_info(tiny_spm):
     (["chat", "-m", "x.gguf", "-b", "0"], 2, "argument -b/--batch-size: must be at least 1, not 0"),
     (["bench", "-m", "x.gguf", "-r", "0"], 2, "argument -r/--repetitions: must be at least 1, not 0"),
     (["fit", "-m", "x.gguf", "-c", "many"], 2, "argument -c/--ctx-size: invalid int value: 'many'"),
+    (["quantize", "{model}", "/no/such/folder/out.gguf", "q8_0"], 1, "the folder for /no/such/folder/out.gguf does not"),
+    (["serve", "--model", "/no/such/model.gguf"], 2, "model file not found: /no/such/model.gguf (--help lists"),
+    (["serve", "--model", "{model}", "-ctk", "q3"], 2, "--cache-type-k must be one of"),
 ])
 def test_errors_are_one_line(args, code, fragment, tiny_spm):
-    result = pyllama(*args)
+    result = pyllama(*(a.format(model=tiny_spm[0]) for a in args))
     assert result.returncode == code
     lines = without_gpu_warning(result.stderr).strip().splitlines()
     assert len(lines) == 1 and fragment in lines[0] and "Traceback" not in result.stderr
@@ -294,3 +297,31 @@ def test_quantize_shows_progress_on_a_terminal(tiny_spm, tmp_path):
     term.read_until("100%")
     assert "quantizing to Q8_0 [" in term.screen
     assert term.process.wait(timeout=60) == 0
+
+
+def test_the_server_without_its_extra_says_which(monkeypatch, capsys):
+    from pyllama.server.__main__ import main
+
+    monkeypatch.setitem(sys.modules, "uvicorn", None)  # as if it were not installed
+    assert main(["--model", "m.gguf"]) == 1
+    assert capsys.readouterr().err.strip() == ("python -m pyllama.server: uvicorn is not installed: "
+                                               "pip install 'pyllama-cffi[server]'")
+
+
+def test_importing_the_source_tree_says_so(tmp_path):
+    """A checkout installed with plain ``pip install .`` and imported from its own folder finds
+    the sources, which have no compiled module: the error must say that, not "reinstall"."""
+    import shutil
+    import sysconfig
+
+    from conftest import REPO
+
+    shutil.copytree(REPO / "pyllama", tmp_path / "pyllama", ignore=shutil.ignore_patterns("_pyllama_cffi*", "*.so*"))
+    (tmp_path / "pyproject.toml").write_text("")
+    # -S: no site hooks (the editable install's finder would find the build); dependencies by path
+    env = {"PYTHONPATH": sysconfig.get_paths()["purelib"], "PATH": os.environ.get("PATH", "")}
+    result = subprocess.run([sys.executable, "-S", "-c", "import sys; sys.path.insert(0, ''); import pyllama"],
+                            cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert result.returncode == 1
+    assert "you are importing pyllama from its source directory" in result.stderr
+    assert "pip install -e ." in result.stderr and "Reinstall" not in result.stderr

@@ -244,3 +244,18 @@ def test_context_create_close_cycles_do_not_leak(model):
             ctx.decode(Batch.of(tokens))
     grown = rss_kib() - before
     assert grown < 20 * 1024, f"resident memory grew by {grown} KiB over 1000 contexts"
+
+
+def test_encode_on_a_decoder_raises_instead_of_crashing(model):
+    """llama_encode on a decoder-only model's KV memory ends the process; encode() refuses it."""
+    with Context(model, n_ctx=64, embeddings=True) as ctx:
+        with pytest.raises(ValueError, match="use decode"):
+            ctx.encode(Batch.of(model.tokenize("hello"), output=True))
+
+
+@pytest.mark.parametrize("option", [{"n_ctx": -5}, {"n_batch": 0}, {"n_ubatch": 2**31}, {"n_seq_max": 0},
+                                    {"n_threads": -1}])
+def test_out_of_range_sizes_are_value_errors(model, option):
+    name, value = next(iter(option.items()))
+    with pytest.raises(ValueError, match=f"{name} must be in"):
+        Context(model, **option)

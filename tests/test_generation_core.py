@@ -169,3 +169,51 @@ def test_the_server_loads_its_model_once(models_dir):
             sizes[embedding] = resident_mib(base.pid)
     assert sizes["false"] > weights_mib  # the weights are resident
     assert sizes["true"] <= 1.2 * sizes["false"], (sizes, weights_mib)
+
+
+@pytest.mark.parametrize("draft", ["prompt lookup", "draft model"])
+def test_speculation_in_the_engine_changes_nothing_but_speed(tiny_spm, draft):
+    from pyllama import DraftModel, PromptLookupDecoding
+
+    prompt_text = "the planets the planets the planets of the solar system are the planets"
+    with Model(tiny_spm[0]) as model:
+        tokens = model.tokenize(prompt_text)
+        params = SamplingParams(temperature=0, logit_bias=READABLE)
+        plain = Engine(model, n_ctx=512, n_parallel=2, n_threads=2)
+        try:
+            expected = run_job(plain, Request(tokens, params), max_tokens=60)
+        finally:
+            plain.close()
+        drafters = [PromptLookupDecoding(), PromptLookupDecoding()] if draft == "prompt lookup" else \
+            [DraftModel(model, n_ctx=512), DraftModel(model, n_ctx=512)]  # the target as its own draft: all agree
+        engine = Engine(model, n_ctx=512, n_parallel=2, n_threads=2, drafters=drafters)
+        try:
+            for _ in range(2):  # the second run has a cost model to go by
+                got = run_job(engine, Request(tokens, params), max_tokens=60)
+                assert "".join(e.text for e in got) == "".join(e.text for e in expected)
+                assert got[-1].usage == expected[-1].usage
+            policy = engine.slots[0].policy or engine.slots[1].policy
+            assert policy.stats.drafted > 0 and policy.stats.accepted > 0
+        finally:
+            engine.close()
+            for drafter in drafters:
+                if isinstance(drafter, DraftModel):
+                    drafter.close()
+
+
+def test_the_prompt_cache_gives_back_a_prefix_a_slot_lost(tiny_spm):
+    from pyllama.generation.cache import RAMCache
+
+    with Model(tiny_spm[0]) as model:
+        engine = Engine(model, n_ctx=512, n_parallel=1, n_threads=2, prompt_cache=RAMCache(64 << 20))
+        try:
+            params = SamplingParams(temperature=0, logit_bias=READABLE)
+            first = model.tokenize("the planets of the solar system are " * 6)
+            other = model.tokenize("hello world, what is your name? " * 6)
+            expected = run_job(engine, Request(first, params), max_tokens=8)
+            run_job(engine, Request(other, params), max_tokens=8)  # the only slot moves on
+            again = run_job(engine, Request(first, params), max_tokens=8)
+            assert again[-1].timings["cache_n"] >= len(first) - 1  # its prefix came back from RAM
+            assert "".join(e.text for e in again) == "".join(e.text for e in expected)
+        finally:
+            engine.close()

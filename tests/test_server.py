@@ -22,7 +22,7 @@ WEATHER = {"type": "function", "function": {"name": "get_weather", "parameters":
 
 @pytest.fixture(scope="module")
 def server(tiny_spm):
-    with running_server(tiny_spm[0], "--n_ctx", "2048", "--n_parallel", "8", "--n_threads", "2",
+    with running_server(tiny_spm[0], "--metrics", "--n_ctx", "2048", "--n_parallel", "8", "--n_threads", "2",
                         "--model_alias", "tiny") as base:
         yield base
 
@@ -155,12 +155,12 @@ def test_llama_cpp_native_routes(server):
         assert json.loads(response.read())["n_parallel"] == 8
     with urllib.request.urlopen(f"{server}/metrics") as response:
         metrics = response.read().decode()
-    assert "pyllama_tokens_generated_total" in metrics and "pyllama_queue_depth 0" in metrics
+    assert "llamacpp:tokens_predicted_total" in metrics and "llamacpp:requests_deferred 0" in metrics
 
 
 def busy_slots(server: str) -> int:
     with urllib.request.urlopen(f"{server}/metrics") as response:
-        line = next(l for l in response.read().decode().splitlines() if l.startswith("pyllama_slots_busy "))
+        line = next(l for l in response.read().decode().splitlines() if l.startswith("llamacpp:requests_processing "))
     return int(float(line.split()[1]))
 
 
@@ -215,7 +215,7 @@ def test_config_file_serves_several_models(tiny_spm, tiny_bpe, tmp_path):
     config.write_text(json.dumps({"n_ctx": 512, "models": [
         {"model": str(tiny_spm[0]), "model_alias": "spm", "n_parallel": 2},
         {"model": str(tiny_bpe[0]), "model_alias": "bpe", "chat_format": "chatml"}]}))
-    with running_server(tiny_spm[0], "--config", str(config)) as base:
+    with running_server(tiny_spm[0], "--config", str(config), "--metrics") as base:
         client = openai.OpenAI(base_url=f"{base}/v1", api_key="x", max_retries=0)
         assert sorted(m.id for m in client.models.list().data) == ["bpe", "spm"]
         for name in ("spm", "bpe"):
@@ -226,4 +226,4 @@ def test_config_file_serves_several_models(tiny_spm, tiny_bpe, tmp_path):
         status, tokens, _ = post(f"{base}/tokenize", {"content": "hello", "model": "bpe"})
         assert status == 200 and tokens["tokens"]
         with urllib.request.urlopen(f"{base}/metrics") as response:
-            assert 'pyllama_slots_total{model="spm"} 2' in response.read().decode()
+            assert 'llamacpp:requests_processing{model="spm"} 0' in response.read().decode()

@@ -108,6 +108,7 @@ def _chat_logprobs(logprobs: Mapping[str, Any] | None) -> dict[str, Any] | None:
 class ChatPlan:
     """What a chat request becomes before generation: a prompt, stops and constraints."""
 
+    prompt: str  # the rendered template
     prompt_tokens: list[int]
     stops: list[str]
     grammar: str | None
@@ -122,9 +123,12 @@ def plan_chat(template: ChatTemplate, vocab: Vocab, messages: Sequence[Mapping[s
               tools: Sequence[Mapping[str, Any]] | None = None, tool_choice: Any = None,
               functions: Sequence[Mapping[str, Any]] | None = None, function_call: Any = None,
               response_format: Mapping[str, Any] | None = None, stop: str | Sequence[str] | None = None,
-              grammar: str | None = None, reasoning: bool = False, media: MediaReader | None = None) -> ChatPlan:
+              grammar: str | None = None, reasoning: bool = False, media: MediaReader | None = None,
+              add_generation_prompt: bool = True, continue_final_message: bool = False,
+              template_kwargs: Mapping[str, Any] | None = None) -> ChatPlan:
     """Render and constrain a chat request; bad requests raise ValueError. ``media`` reads the
-    image and audio parts (for a model with a projector); without it they are refused."""
+    image and audio parts (for a model with a projector); without it they are refused. A final
+    assistant message is continued (a prefill); ``template_kwargs`` reach the template."""
     collected = MediaParts() if media is not None else None
     messages = normalize_messages(messages, collected)
     if functions:
@@ -142,7 +146,8 @@ def plan_chat(template: ChatTemplate, vocab: Vocab, messages: Sequence[Mapping[s
         elif not functionary and (choice != "auto" or "tools" not in template.source):
             grammar = tooling.generic_grammar(known, choice)
             triggers = (tooling.GENERIC_TRIGGER,) if choice == "auto" else ()
-    prompt = template.render(messages, tools=offered, add_generation_prompt=True)
+    prompt = _rendered(template, messages, offered, add_generation_prompt, continue_final_message,
+                       dict(template_kwargs or {}))
     chunks: Mapping[int, MediaChunk] = {}
     if collected is not None and collected.parts:
         tokenized = collected.tokenize(prompt, media, template.bos_token if vocab.add_bos else "")
@@ -153,8 +158,21 @@ def plan_chat(template: ChatTemplate, vocab: Vocab, messages: Sequence[Mapping[s
         if len(prompt_tokens) > 1 and prompt_tokens[0] == prompt_tokens[1] == vocab.bos:
             prompt_tokens = prompt_tokens[1:]  # the template wrote BOS itself
     stops = list(template.stop) + ([stop] if isinstance(stop, str) else list(stop or []))
-    return ChatPlan(prompt_tokens, stops, grammar, triggers, known if offered else {}, bool(functions), reasoning,
-                    chunks)
+    return ChatPlan(prompt, prompt_tokens, stops, grammar, triggers, known if offered else {}, bool(functions),
+                    reasoning, chunks)
+
+
+def _rendered(template: ChatTemplate, messages: list[dict[str, Any]], tools: Any, add_generation_prompt: bool,
+              continue_final: bool, extra: dict[str, Any]) -> str:
+    """The prompt. A final assistant message with text is a prefill: the reply continues it
+    instead of starting a new turn (llama-server's behaviour; vLLM's continue_final_message)."""
+    last = messages[-1]
+    if (continue_final or add_generation_prompt) and last["role"] == "assistant" and len(messages) > 1 \
+            and isinstance(last.get("content"), str) and not last.get("tool_calls"):
+        return template.render(messages[:-1], tools=tools, add_generation_prompt=True, **extra) + last["content"]
+    if continue_final:
+        raise ValueError("continue_final_message needs a final assistant message with text")
+    return template.render(messages, tools=tools, add_generation_prompt=add_generation_prompt, **extra)
 
 
 def chat_header(model: str) -> dict[str, Any]:
@@ -210,7 +228,7 @@ class ChatChunker:
                 "choices": [{"index": self.index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}]}
 
     def start(self) -> dict[str, Any]:
-        return self.chunk({"role": "assistant", "content": ""})
+        return self.chunk({"role": "assistant", "content": None})  # as llama-server: no empty-string deltas
 
     def feed(self, part: Mapping[str, Any]) -> list[dict[str, Any]]:
         choice = part["choices"][0]

@@ -19,9 +19,9 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def converter() -> Path:
-    from .. import _pyllama_cffi
+    from .._binding import LIBRARY_DIR  # the installed parts (in an editable install, the build folder)
 
-    script = Path(_pyllama_cffi.__file__).parent / "convert" / "convert_hf_to_gguf.py"
+    script = LIBRARY_DIR / "convert" / "convert_hf_to_gguf.py"
     if not script.exists():
         raise FileNotFoundError(f"the converter is not installed at {script}; reinstall pyllama-cffi")
     return script

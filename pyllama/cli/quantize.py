@@ -81,10 +81,9 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .._binding import ffi, lib
+    from .._binding import checks, ffi, lib
     from ..errors import LlamaError
     from ..gguf_check import check_gguf
-    from .._binding import checks
 
     types = quant_types()
     name = args.type.upper()
@@ -94,6 +93,8 @@ def run(args: argparse.Namespace) -> int:
     if not Path(args.input).is_file():
         raise FileNotFoundError(f"model file not found: {args.input}")
     check_gguf(args.input)
+    if not Path(args.output).resolve().parent.is_dir():
+        raise FileNotFoundError(f"the folder for {args.output} does not exist")
     params = ffi.new("llama_model_quantize_params *", lib.llama_model_quantize_default_params())
     params.ftype = ftype
     params.nthread = args.nthread

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -21,6 +21,7 @@ from ..context import Context
 from ..model import Model
 from ..vocab import Vocab
 from .params import SamplingParams
+from .draft_policy import DraftPolicy
 from .session import ContextFullError, Session
 from .speculative import Drafter, verified_tokens
 from .text_stream import TextStream
@@ -38,7 +39,6 @@ class Request:
     max_tokens: int | None = 16  # None or <= 0: until the context is full
     stops: list[str] = dataclasses.field(default_factory=list)
     logprobs: int | None = None  # alternatives per token to report; None: no logprobs
-    ignore_eos: bool = False
     # images/audio by the position they start at; prompt_tokens holds placeholders there (pyllama.multimodal)
     media: Mapping[int, MediaChunk] = dataclasses.field(default_factory=dict)
 
@@ -68,12 +68,13 @@ class Event:
     """Text safe to show, the tokens behind it, and on the last one how and why it ended."""
 
     text: str
-    tokens: list[TokenInfo]
+    tokens: list[TokenInfo]  # with logprobs requested
     finish_reason: str | None = None
     usage: dict[str, int] | None = None
     timings: dict[str, float] | None = None
     stop_word: str | None = None  # the stop string that ended it, if one did
     error: str | None = None  # set by the server's engine when this request failed
+    ids: list[int] = dataclasses.field(default_factory=list)  # the generated token ids behind the text
 
 
 def _log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -98,13 +99,27 @@ def prompt_infos(model: Model, prompt: list[int], rows: list[np.ndarray], top_n:
     return infos
 
 
-def infill_prompt(vocab: Vocab, prefix: str, suffix: str) -> list[int]:
-    """A fill-in-the-middle prompt: the model writes what goes between ``prefix`` and ``suffix``."""
+def infill_prompt(vocab: Vocab, prefix: str, suffix: str, middle: str = "",
+                  files: Sequence[tuple[str, str]] = ()) -> list[int]:
+    """A fill-in-the-middle prompt: the model writes what goes between ``prefix`` and ``suffix``
+    (after ``middle``, the start of the gap). ``files`` (name, text) give more context, in the
+    repository-level pattern (FIM_REP, FIM_SEP) on models that have those tokens."""
     fim = [vocab.fim_prefix, vocab.fim_suffix, vocab.fim_middle]
     if -1 in fim:
         raise ValueError("fill-in-the-middle needs a model with FIM tokens; this one has none")
-    return (([vocab.bos] if vocab.add_bos else []) + [fim[0]] + vocab.tokenize(prefix, False, True) + [fim[1]]
-            + vocab.tokenize(suffix, False, True) + [fim[2]])
+    context: list[int] = []
+    if files:
+        repo, separator = vocab.fim_repo, vocab.fim_separator
+        if repo >= 0:
+            context += [repo] + vocab.tokenize("myproject\n", False, False)
+        for name, text in files:
+            header = [separator] + vocab.tokenize(f"{name}\n", False, False) if separator >= 0 else \
+                vocab.tokenize("\n\n--- snippet ---\n\n", False, False)
+            context += header + vocab.tokenize(text, False, False)
+        if separator >= 0:
+            context += [separator] + vocab.tokenize("filename\n", False, False)
+    return (([vocab.bos] if vocab.add_bos else []) + context + [fim[0]] + vocab.tokenize(prefix, False, True)
+            + vocab.tokenize(middle, False, True) + [fim[1]] + vocab.tokenize(suffix, False, True) + [fim[2]])
 
 
 class Generation:
@@ -125,12 +140,17 @@ class Generation:
         self.last_token = -1
         self.finish_reason: str | None = None
         self.prompt_evaluated = len(request.prompt_tokens)  # the driver lowers it when it reused a cached prefix
-        self._is_eog = (lambda token: False) if request.ignore_eos else model.vocab.is_eog
+        self._is_eog = model.vocab.is_eog
         self._piece = model.vocab.token_to_piece
         self._pending: list[TokenInfo] = []
+        self._pending_ids: list[int] = []
         self._started = time.perf_counter()
         self._first_token: float | None = None
         self._finished: float | None = None
+
+    def start_clock(self) -> None:
+        """Timings count from now (a queued request's wait is not prompt time)."""
+        self._started = time.perf_counter()
 
     def sample(self, context: Context, row: int = -1) -> int:
         """Pick the next token from batch row ``row`` of the context's last decode."""
@@ -149,6 +169,7 @@ class Generation:
             return self.finish("stop")
         self.generated += 1
         self.last_token = token
+        self._pending_ids.append(token)
         if self.request.logprobs is not None:
             self._pending.append(token_info(self.model, context.logits(row), token, self.request.logprobs))
         text = self.stream.push(self._piece(token))
@@ -158,7 +179,8 @@ class Generation:
             return self.finish("length", text)
         if not text:
             return None
-        event, self._pending = Event(text, self._pending), []
+        event = Event(text, self._pending, ids=self._pending_ids)
+        self._pending, self._pending_ids = [], []
         return event
 
     def finish(self, reason: str, text: str = "") -> Event:
@@ -166,8 +188,8 @@ class Generation:
         self.finish_reason = reason
         self._finished = time.perf_counter()
         event = Event(text + self.stream.finish(), self._pending, reason, self.usage, self.timings,
-                      self.stream.stopped_by)
-        self._pending = []
+                      self.stream.stopped_by, ids=self._pending_ids)
+        self._pending, self._pending_ids = [], []
         return event
 
     @property
@@ -187,24 +209,16 @@ class Generation:
             "prompt_n": prompt_n, "prompt_ms": prompt_ms,
             "prompt_per_token_ms": prompt_ms / prompt_n if prompt_n else 0.0,
             "prompt_per_second": 1e3 * prompt_n / prompt_ms if prompt_ms > 0 else 0.0,
+            # the first token came with the prompt's logits: the rate is over the decodes after it
             "predicted_n": predicted_n, "predicted_ms": predicted_ms,
-            "predicted_per_token_ms": predicted_ms / predicted_n if predicted_n else 0.0,
-            "predicted_per_second": 1e3 * predicted_n / predicted_ms if predicted_ms > 0 else 0.0,
+            "predicted_per_token_ms": predicted_ms / (predicted_n - 1) if predicted_n > 1 else 0.0,
+            "predicted_per_second": 1e3 * (predicted_n - 1) / predicted_ms if predicted_n > 1 and predicted_ms > 0
+            else 0.0,
         }
 
 
-@dataclasses.dataclass
-class SpeculationStats:
-    drafted: int = 0
-    accepted: int = 0
-
-    @property
-    def acceptance_rate(self) -> float:
-        return self.accepted / self.drafted if self.drafted else 0.0
-
-
 def generate(model: Model, session: Session, request: Request, seed: int, drafter: Drafter | None = None,
-             stats: SpeculationStats | None = None) -> Iterator[Event]:
+             policy: DraftPolicy | None = None) -> Iterator[Event]:
     """Evaluate the prompt through ``session`` (reusing its cached prefix) and generate; the
     last Event carries the finish reason. With a drafter (and no logprobs), guesses are
     verified in one batch each, and the output is exactly that of plain decoding."""
@@ -216,9 +230,9 @@ def generate(model: Model, session: Session, request: Request, seed: int, drafte
         limit = min(limit, room)
     generation = Generation(model, request, seed, limit, session.n_ctx)
     generation.prompt_evaluated = session.last_prompt_evaluated
-    if drafter is not None and request.logprobs is None and not request.media:  # drafters read text only
-        stats = stats if stats is not None else SpeculationStats()
-        for token, row in verified_tokens(session, generation.sample, drafter, stats):
+    if drafter is not None and not request.media:  # drafters read text only
+        policy = policy if policy is not None else DraftPolicy()
+        for token, row in verified_tokens(session, generation.sample, drafter, policy):
             event = generation.take(token, session.context, row)
             if event is not None:
                 yield event

@@ -105,18 +105,24 @@ class Session:
             self.prefill(kept)
 
     def _shift(self) -> None:
-        keep = min(self.keep or 0, len(self.tokens) - 2)
-        start, end = keep, keep + (len(self.tokens) - keep) // 2
-        # media positions (negative placeholders) are dropped whole or kept whole
-        while start < end and start > 0 and self.tokens[start] < 0 and self.tokens[start - 1] < 0:
-            start += 1
-        while end < len(self.tokens) - 1 and self.tokens[end] < 0 and self.tokens[end - 1] < 0:
-            end += 1
+        start, end = discarded_by_shift(self.tokens, self.keep or 0)
         if start >= end:
             raise ContextFullError(f"the context is full ({self.n_ctx} tokens) and only an image could be dropped")
         self.context.kv_remove(SEQ, start, end)
         self.context.kv_shift(SEQ, end, len(self.tokens), start - end)
         del self.tokens[start:end]
+
+
+def discarded_by_shift(tokens: Sequence[int], keep: int) -> tuple[int, int]:
+    """The span a context shift drops: the older half after the first ``keep`` tokens, moved so
+    that media positions (runs of negative placeholders) are dropped whole or kept whole."""
+    keep = min(keep, len(tokens) - 2)
+    start, end = keep, keep + (len(tokens) - keep) // 2
+    while start < end and start > 0 and tokens[start] < 0 and tokens[start - 1] < 0:
+        start += 1
+    while end < len(tokens) - 1 and tokens[end] < 0 and tokens[end - 1] < 0:
+        end += 1
+    return start, end
 
 
 def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:

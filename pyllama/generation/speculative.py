@@ -9,8 +9,8 @@ with, so the output is exactly what plain decoding would give.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -18,49 +18,50 @@ from ..batch import Batch
 from ..context import Context
 from ..model import Model
 from ..sampler import Sampler
+from .draft_policy import DraftPolicy
 from .session import ContextFullError, Session
-
-if TYPE_CHECKING:
-    from .core import SpeculationStats
 
 Drafter = Callable[[np.ndarray], np.ndarray]
 
 
 def verified_tokens(session: Session, sample: Callable[..., int], drafter: Drafter,
-                    stats: SpeculationStats) -> Iterator[tuple[int, int]]:
+                    policy: DraftPolicy) -> Iterator[tuple[int, int]]:
     """``(token, logits row)`` pairs, the same tokens plain decoding would give: the drafter
-    guesses, the guess is verified in one batch with the target's own ``sample(context, row)``,
-    and what it agrees with is handed out plus its first disagreement. Ends when the context
-    is full; the caller stops earlier by closing it."""
+    guesses (as many tokens as ``policy`` finds worth it), the guess is verified in one batch
+    with the target's own ``sample(context, row)``, and what it agrees with is handed out plus
+    its first disagreement. Ends when the context is full; the caller stops earlier by closing it."""
     row = -1
     token = sample(session.context, row)
-    window = 16  # how much of a guess to verify: halves after a miss on the first token, doubles after a full hit
     while True:
         yield token, row
-        room = min(session.n_ctx - len(session.tokens) - 2, window)
-        draft = [int(t) for t in drafter(np.asarray(session.tokens + [token], dtype=np.int32))][:room] if room > 0 else []
+        k = policy.draft_length(room=session.n_ctx - len(session.tokens) - 2)
+        draft: list[int] = []
+        if k:
+            started = time.perf_counter()
+            draft = [int(t) for t in drafter(np.asarray(session.tokens + [token], dtype=np.int32))][:k]
+            policy.drafted(len(draft), time.perf_counter() - started)
+        started = time.perf_counter()
         if not draft:
             try:
                 session.append(token)
             except ContextFullError:
                 return
+            policy.cost.observe(1, time.perf_counter() - started)
             row = -1
             token = sample(session.context, row)
             continue
         session.extend([token] + draft)
-        stats.drafted += len(draft)
+        policy.cost.observe(1 + len(draft), time.perf_counter() - started)
         for i, guess in enumerate(draft):
             token, row = sample(session.context, i), i
             if token != guess:
                 session.truncate(len(session.tokens) - (len(draft) - i))
-                if i == 0:
-                    window = max(1, window // 2)
+                policy.verified(len(draft), i)
                 break
-            stats.accepted += 1
             yield token, row
         else:
+            policy.verified(len(draft), len(draft))
             row = len(draft)
-            window = min(64, window * 2)
             token = sample(session.context, row)
 
 

@@ -1,26 +1,59 @@
-"""``python -m pyllama.server --model model.gguf [--n_ctx 4096 --n_gpu_layers 37 ...]``"""
+"""``python -m pyllama.server --model model.gguf [-c 4096 -ngl 37 ...]`` (``--help`` lists every flag)."""
 
 from __future__ import annotations
 
+import logging
+import socket
 import sys
 from collections.abc import Sequence
 
 
+def _listen(host: str, port: int) -> socket.socket:
+    """A listening socket on ``host`` (IPv4 or IPv6 address, or a name)."""
+    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    sock.bind(address)
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    from ..cli._extras import MissingExtraError, require
+
+    try:
+        require(("fastapi", "uvicorn"), "server")
+    except MissingExtraError as exc:
+        print(f"python -m pyllama.server: {exc}", file=sys.stderr)
+        return 1
     import uvicorn
 
     from .app import create_app
     from .settings import parse
 
     parsed = parse(argv)
-    app = create_app(parsed)
     models = parsed if isinstance(parsed, list) else [parsed]
     settings = models[0]
+    if settings.verbose:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    try:
+        sockets = [_listen(host, settings.port) for host in settings.hosts]
+    except OSError as exc:
+        print(f"python -m pyllama.server: cannot listen on {', '.join(settings.hosts)} port {settings.port}: {exc}",
+              file=sys.stderr)
+        return 1
+    app = create_app(parsed)
+    scheme = "https" if settings.ssl_certfile else "http"
     names = ", ".join(f"{m.model_alias} ({m.n_parallel} slots, n_ctx {m.n_ctx})" for m in models)
-    print(f"pyllama server on http{'s' if settings.ssl_certfile else ''}://{settings.host}:{settings.port}: {names}",
-          flush=True)
-    uvicorn.run(app, host=settings.host, port=settings.port, ssl_keyfile=settings.ssl_keyfile,
-                ssl_certfile=settings.ssl_certfile, log_level="warning")
+    addresses = ", ".join(f"{scheme}://{'[' + h + ']' if ':' in h else h}:{settings.port}" for h in settings.hosts)
+    print(f"pyllama server on {addresses}: {names}", flush=True)
+    config = uvicorn.Config(app, ssl_keyfile=settings.ssl_keyfile, ssl_certfile=settings.ssl_certfile,
+                            log_level="info" if settings.verbose else "warning",
+                            access_log=settings.verbose)
+    uvicorn.Server(config).run(sockets=sockets)
     return 0
 
 

@@ -14,7 +14,7 @@ from importlib import resources
 from fastapi import FastAPI
 from fastapi.responses import HTMLResponse
 
-from . import chat, completions, errors, info, messages, ranking, responses
+from . import chat, completions, errors, info, messages, responses, slots
 from .gate import Gate
 from .services import Services
 from .settings import Settings
@@ -34,12 +34,14 @@ def create_app(settings: Settings | list[Settings]) -> FastAPI:
                   description="OpenAI-compatible API over llama.cpp, plus llama.cpp's own routes")
     app.state.services = services
     errors.install(app)
-    for module in (completions, chat, responses, messages, info, ranking):
+    for module in (completions, chat, responses, messages, info, slots):
         app.include_router(module.router(services))
 
-    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    async def chat_page() -> HTMLResponse:
-        return HTMLResponse(resources.files("pyllama.server").joinpath("static/index.html").read_text("utf-8"))
+    if every[0].webui:
+        @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+        async def chat_page() -> HTMLResponse:
+            return HTMLResponse(resources.files("pyllama.server").joinpath("static/index.html").read_text("utf-8"))
 
-    app.add_middleware(Gate, api_keys=every[0].api_keys)  # server-wide options come from the first entry
+    # server-wide options come from the first entry
+    app.add_middleware(Gate, api_keys=every[0].api_keys, cors_origins=every[0].cors_origins)
     return app

@@ -22,6 +22,7 @@ from ..generation.core import Event, Request, TokenInfo
 from ..results import logprobs_dict
 from .errors import RequestError, validation_message
 from .schemas import ChatRequest
+from .engine import Job
 from .service import ModelService
 from .services import Services
 from .sse import prepend, sse, started
@@ -34,20 +35,20 @@ def _part(event: Event, logprobs: bool, offset: int = 0) -> dict[str, Any]:
             "usage": event.usage}
 
 
-async def _start(service: ModelService, body: ChatRequest) -> tuple[ChatPlan, Request, AsyncIterator[tuple[int, Event]]]:
+async def _start(service: ModelService,
+                 body: ChatRequest) -> tuple[ChatPlan, Request, AsyncIterator[tuple[int, Event]]]:
     """Plan the chat, build its generation request (off the event loop), submit one job per choice."""
     plan = await service.plan_chat(body)
     top = (body.top_logprobs or 0) if body.logprobs else None
 
-    def build() -> Request:
-        service.check_grammar(plan.grammar, plan.grammar_triggers)
+    def build() -> tuple[Request, list[Job]]:
+        service.check_grammar(plan.grammar)
         params = service.sampling(body, plan.grammar, plan.grammar_triggers)
-        return Request(plan.prompt_tokens, params, None, plan.stops, top, body.ignore_eos, media=plan.media)
+        request = Request(plan.prompt_tokens, params, None, plan.stops, top, media=plan.media)
+        return request, service.jobs([request], body)
 
-    request = await run_in_threadpool(build)
-    events = service.run(lambda emit: [service.job(request, body, lambda event, j=j: emit(j, event), index=j)
-                                       for j in range(body.n)])
-    return plan, request, events
+    request, jobs = await run_in_threadpool(build)
+    return plan, request, service.run(jobs)
 
 
 def translated(fields: dict[str, Any]) -> ChatRequest:
@@ -87,8 +88,11 @@ async def complete_chat(service: ModelService, body: ChatRequest, details: bool 
         if details:
             choices[-1]["stop_word"] = final.stop_word
         generated += (final.usage or {}).get("completion_tokens", 0)
-    return {**header, "object": "chat.completion", "choices": choices, "timings": last[0].timings,
-            "usage": _usage(len(request.prompt_tokens), generated)}
+    result = {**header, "object": "chat.completion", "choices": choices, "timings": last[0].timings,
+              "usage": _usage(len(request.prompt_tokens), generated)}
+    if service.settings.verbose:
+        result["__verbose"] = service.verbose(request, "".join(texts[0]))
+    return result
 
 
 async def stream_chat(service: ModelService, body: ChatRequest, details: bool = False) -> AsyncIterator[dict[str, Any]]:
@@ -130,5 +134,10 @@ def router(services: Services) -> APIRouter:
         if body.stream:
             return sse(*await started(stream_chat(service, body)))
         return JSONResponse(await complete_chat(service, body))
+
+    @api.post("/apply-template", summary="the prompt a chat request renders to", tags=["llama.cpp"])
+    async def apply_template(body: ChatRequest) -> dict[str, str]:
+        plan = await services.pick(body.model).plan_chat(body)
+        return {"prompt": plan.prompt}
 
     return api

@@ -10,6 +10,15 @@ llama-server's slot similarity), else the one idle longest, so a cached prefix i
 long as it can be. A cancelled request frees its
 slot at the next step. When the queue is full, ``submit`` raises QueueFull.
 
+With a prompt cache (``--cache-ram``), a slot's cached prefix that a new request is about to
+cut goes to RAM first, and a request whose prompt a cached state covers better than any slot
+starts from that state.
+
+Speculative decoding (a drafter: prompt lookup or a draft model): a generating slot may put
+guesses after its token; they are verified from their rows of the same decode with the slot's
+own sampler, so the text is exactly that of plain decoding. How many to guess is each slot's
+DraftPolicy's choice, from its acceptance rate and what decodes of each size cost here.
+
 Isolation: whatever fails while admitting, sampling or advancing one job ends that job alone,
 with an error event; the other slots go on and keep their KV. A failed decode ends the jobs
 that were in that batch. If the engine thread itself ever stops, every waiting job gets an
@@ -19,21 +28,29 @@ error, ``alive`` turns false and ``submit`` raises EngineStopped.
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import numpy as np
 
 from ..batch import Batch
 from ..context import Context
 from ..errors import KVCacheFullError, LlamaError
 from ..generation.core import Event, Generation, Request
-from ..generation.session import common_prefix
+from ..generation.cache import LlamaState, RAMCache
+from ..generation.draft_policy import DecodeCost, DraftPolicy
+from ..generation.speculative import Drafter
+from ..generation.session import common_prefix, discarded_by_shift
 from ..model import Model
 from ..multimodal.prompt import reusable_prefix, text_ahead
 
 logger = logging.getLogger("pyllama.server")
+T = TypeVar("T")
 
 
 class QueueFull(LlamaError):
@@ -49,7 +66,12 @@ class Job:
     request: Request
     max_tokens: int  # tokens it may generate (the route folded in the room left in the context)
     seed: int
-    emit: Callable[[Event], None]  # called from the engine thread
+    emit: Callable[[Event], None] = lambda event: None  # called from the engine thread; set by the submitter
+    keep: int = 0  # with context shifting: tokens at the start that are never dropped
+    cache_prompt: bool = True  # reuse a slot's cached prefix
+    slot_id: int = -1  # a particular slot (llama-server's id_slot); -1: the best idle one
+    # built by the submitter (its grammar compiled off this thread), else by the engine at admission
+    generation: Generation | None = None
     cancelled: threading.Event = dataclasses.field(default_factory=threading.Event)
     submitted: float = dataclasses.field(default_factory=time.monotonic)
 
@@ -68,6 +90,9 @@ class _Slot:
         self.next_token: int | None = None  # sampled, handed out, not yet evaluated
         self.output_index = -1  # row of this slot's logits in the last batch
         self.idle_since = 0.0
+        self.drafter: Drafter | None = None
+        self.policy: DraftPolicy | None = None
+        self.draft: list[int] = []  # guesses after next_token in the batch being decoded
 
     def release(self) -> None:
         self.job, self.generation, self.next_token, self.pending = None, None, None, []
@@ -82,28 +107,53 @@ class _Slot:
 
 @dataclasses.dataclass
 class Stats:
+    """Counters since the start (llama-server's /metrics)."""
+
     requests: int = 0
-    prompt_tokens: int = 0
+    prompt_tokens: int = 0  # evaluated (cached ones cost nothing)
+    prompt_tokens_cached: int = 0
+    prompt_seconds: float = 0.0
     generated_tokens: int = 0
+    generation_seconds: float = 0.0
+    decodes: int = 0
+    busy_slot_decodes: int = 0  # slots in each decode, summed
+    most_tokens: int = 0  # the most any sequence held
+    drafted_tokens: int = 0
+    accepted_tokens: int = 0
+    drafts: int = 0
     busy_seconds: float = 0.0
     failed_requests: int = 0
 
+    def finished(self, event: Event) -> None:
+        if event.timings:
+            self.prompt_seconds += event.timings["prompt_ms"] / 1e3
+            self.generation_seconds += event.timings["predicted_ms"] / 1e3
+
 
 class Engine:
-    def __init__(self, model: Model, *, n_ctx: int, n_parallel: int = 4, n_batch: int = 512,
-                 n_threads: int | None = None, n_threads_batch: int | None = None, max_queue: int = 64,
-                 flash_attn: bool | None = None, **context_options: object) -> None:
+    def __init__(self, model: Model, *, n_ctx: int, n_parallel: int = 4, n_batch: int = 512, n_ubatch: int = 512,
+                 max_queue: int = 64, context_shift: bool = False, drafters: Sequence[Drafter] = (),
+                 max_draft: int = 16, min_draft: int = 0, prompt_cache: RAMCache | None = None,
+                 **context_options: Any) -> None:
+        """``drafters``: one per slot for speculative decoding (none: plain decoding);
+        ``context_options`` go to the shared Context (threads, flash attention, KV cache types...)."""
         self.model = model
-        self.context = Context(model, n_ctx=n_ctx, n_batch=n_batch, n_ubatch=min(n_batch, 512), n_seq_max=n_parallel,
-                               n_threads=n_threads, n_threads_batch=n_threads_batch, kv_unified=True,
-                               flash_attn=flash_attn, **context_options)
+        self.context = Context(model, n_ctx=n_ctx, n_batch=n_batch, n_ubatch=min(n_batch, n_ubatch),
+                               n_seq_max=n_parallel, kv_unified=True, **context_options)
+        self.context_shift = context_shift
+        self.prompt_cache = prompt_cache
         self.n_ctx = self.context.n_ctx
         self.n_batch = n_batch
         self.max_queue = max_queue
         self.slots = [_Slot(i) for i in range(n_parallel)]
+        self.decode_cost = DecodeCost()  # shared by the slots' draft policies
+        self.max_draft, self.min_draft = max_draft, min_draft
+        for slot, drafter in zip(self.slots, drafters):
+            slot.drafter = drafter
         self.queue: collections.deque[Job] = collections.deque()
         self.stats = Stats()
         self.failure: str | None = None  # why the engine thread stopped, if it did
+        self._calls: collections.deque[tuple[Callable[[], Any], concurrent.futures.Future]] = collections.deque()
         self._batch = Batch(n_batch)
         self._wake = threading.Condition()
         self._running = True
@@ -114,6 +164,8 @@ class Engine:
     def submit(self, job: Job) -> None:
         if len(job.prompt_tokens) + 1 > self.n_ctx:
             raise ValueError(f"the prompt has {len(job.prompt_tokens)} tokens but the context holds {self.n_ctx}")
+        if job.slot_id >= len(self.slots):
+            raise ValueError(f"there is no slot {job.slot_id}: the slots are 0..{len(self.slots) - 1}")
         with self._wake:
             if not self.alive:
                 raise EngineStopped(f"the engine is not running: {self.failure or 'it was shut down'}")
@@ -153,6 +205,10 @@ class Engine:
             self.failure = reason
         with self._wake:
             waiting, self.queue = list(self.queue), collections.deque()
+            calls, self._calls = list(self._calls), collections.deque()
+        for _, future in calls:
+            if future.set_running_or_notify_cancel():
+                future.set_exception(EngineStopped(reason))
         for job in waiting:
             self._emit(job, Event("", [], "error", error=reason))
         for slot in self.slots:
@@ -163,13 +219,35 @@ class Engine:
                     job, slot.job = slot.job, None
                     self._emit(job, Event("", [], "error", error=reason))
 
+    def call(self, function: Callable[[], T]) -> concurrent.futures.Future[T]:
+        """Run ``function`` on the engine thread between two steps (slot files touch the KV
+        memory the steps use); its result or exception arrives in the future."""
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+        with self._wake:
+            if not self.alive:
+                raise EngineStopped(f"the engine is not running: {self.failure or 'it was shut down'}")
+            self._calls.append((function, future))
+            self._wake.notify()
+        return future
+
+    def _run_calls(self) -> None:
+        while self._calls:
+            function, future = self._calls.popleft()
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(function())
+                except Exception as exc:  # noqa: BLE001 - the caller's to handle
+                    future.set_exception(exc)
+
     def _loop(self) -> None:
         while True:
             with self._wake:
-                while self._running and not self.queue and not any(s.job for s in self.slots):
+                while self._running and not self.queue and not self._calls and not any(s.job for s in self.slots):
                     self._wake.wait()
                 if not self._running:
                     return
+            self._run_calls()
+            with self._wake:
                 admitted = self._take_queued()
             for slot, job in admitted:
                 self._admit(slot, job)
@@ -180,34 +258,60 @@ class Engine:
     def _take_queued(self) -> list[tuple[_Slot, Job]]:
         """Pair queued jobs with idle slots (under the lock; the work happens outside it)."""
         idle = [s for s in self.slots if s.job is None]
-        taken = []
+        taken, waiting = [], collections.deque()
         while self.queue and idle:
             job = self.queue.popleft()
             if job.cancelled.is_set():
                 continue
-            slot = max(idle, key=lambda s: s.affinity(job.prompt_tokens))
+            if job.slot_id >= 0:  # it waits for its own slot
+                candidates = [s for s in idle if s.seq_id == job.slot_id]
+                if not candidates:
+                    waiting.append(job)
+                    continue
+            slot = max(candidates if job.slot_id >= 0 else idle, key=lambda s: s.affinity(job.prompt_tokens))
             idle.remove(slot)
             slot.job = job  # reserved
             taken.append((slot, job))
+        self.queue.extendleft(reversed(waiting))
         return taken
 
     def _admit(self, slot: _Slot, job: Job) -> None:
         try:
             prompt = job.prompt_tokens
-            reuse = reusable_prefix(slot.tokens, prompt, job.request.media)
+            if self.prompt_cache is not None and job.cache_prompt and not job.request.media:
+                self._swap_cached(slot, prompt)
+            reuse = reusable_prefix(slot.tokens, prompt, job.request.media) if job.cache_prompt else 0
             if not self.context.kv_remove(slot.seq_id, reuse, -1):  # memory that cannot cut a sequence (recurrent)
                 self.context.kv_remove(slot.seq_id)
                 reuse = 0
             slot.tokens = slot.tokens[:reuse]
             slot.pending, slot.next_token = prompt[reuse:], None
-            slot.generation = Generation(self.model, job.request, job.seed, job.max_tokens, self.n_ctx)
+            slot.generation = job.generation or Generation(self.model, job.request, job.seed, job.max_tokens,
+                                                           self.n_ctx)
+            slot.generation.start_clock()
+            if slot.drafter is not None:
+                slot.policy = DraftPolicy(self.max_draft, self.decode_cost, self.min_draft)
             slot.generation.prompt_evaluated = len(slot.pending)
             self.stats.prompt_tokens += len(slot.pending)
+            self.stats.prompt_tokens_cached += reuse
         except Exception as exc:  # noqa: BLE001 - this job's own failure (a grammar llama.cpp refused...)
             self._fail(slot, f"{type(exc).__name__}: {exc}")
             return
         if job.max_tokens <= 0:  # nothing to generate: the prompt is not even evaluated
             self._finish(slot, slot.generation.finish("length"))
+
+    def _swap_cached(self, slot: _Slot, prompt: list[int]) -> None:
+        """Keep the slot's prefix in the prompt cache before this prompt cuts it, and start from a
+        cached state instead when one covers more of the prompt."""
+        shared = common_prefix(slot.tokens, prompt)
+        if shared < len(slot.tokens):
+            self.prompt_cache.put(LlamaState(tuple(slot.tokens), self.context.state_bytes(slot.seq_id), 0))
+        best = self.prompt_cache.best_match(tuple(prompt))
+        if best is not None and common_prefix(best.tokens, prompt) > shared:
+            self.context.kv_remove(slot.seq_id)
+            slot.tokens = []
+            self.context.load_state_bytes(best.state, slot.seq_id)
+            slot.tokens = list(best.tokens)
 
     def _step(self) -> None:
         for slot in self.slots:
@@ -219,14 +323,29 @@ class Engine:
         batch = self._batch
         batch.clear()
         added: list[tuple[_Slot, list[int], bool]] = []  # what each slot put in this batch, to undo it
-        for slot in self.slots:  # generating slots first: one token each
+        for slot in self.slots:
             slot.output_index = -1
-            if slot.job is not None and slot.next_token is not None:
-                slot.output_index = batch.n_tokens
+            if slot.job is not None and slot.next_token is not None and len(slot.tokens) >= self.n_ctx:
+                try:
+                    self._shift(slot)
+                except Exception as exc:  # noqa: BLE001 - e.g. a memory that cannot shift: this job ends, not the engine
+                    self._fail(slot, f"context shift failed: {type(exc).__name__}: {exc}")
+        generating = [s for s in self.slots if s.job is not None and s.next_token is not None]
+        for slot in generating:  # generating slots first: their token and any guesses after it
+            try:
+                slot.draft = self._guess(slot, len(generating), self.n_batch - batch.n_tokens - len(generating))
+            except Exception:  # noqa: BLE001 - guesses only save time: a drafter that failed makes none
+                logger.exception("drafting failed; going on without guesses")
+                slot.draft = []
+            tokens = [slot.next_token] + slot.draft
+            slot.output_index = batch.n_tokens
+            if slot.draft:
+                batch.add_sequence(tokens, start_pos=len(slot.tokens), seq_id=slot.seq_id, output=True)
+            else:
                 batch.add(slot.next_token, len(slot.tokens), (slot.seq_id,), True)
-                added.append((slot, [slot.next_token], True))
-                slot.tokens.append(slot.next_token)
-                slot.next_token = None
+            added.append((slot, tokens, True))
+            slot.tokens.extend(tokens)
+            slot.next_token = None
         for slot in sorted((s for s in self.slots if s.job is not None and s.pending), key=lambda s: s.job.submitted):
             room = self.n_batch - batch.n_tokens
             if room <= 0:
@@ -243,7 +362,11 @@ class Engine:
             return
         while True:
             try:
+                started = time.perf_counter()
                 self.context.decode(batch)
+                self.decode_cost.observe(batch.n_tokens, time.perf_counter() - started)
+                self.stats.decodes += 1
+                self.stats.busy_slot_decodes += len(added)
                 break
             except KVCacheFullError:  # nothing of the batch was stored
                 if self._drop_idle_caches():
@@ -261,6 +384,29 @@ class Engine:
                     self._advance(slot)
                 except Exception as exc:  # noqa: BLE001 - sampling failed for this job alone
                     self._fail(slot, f"{type(exc).__name__}: {exc}")
+
+    def _shift(self, slot: _Slot) -> None:
+        """The slot's sequence fills the context: with context shifting, drop the older half after
+        the kept tokens and move the rest down (llama.cpp's context shift); else it ends here."""
+        start, end = discarded_by_shift(slot.tokens, slot.job.keep) if self.context_shift else (0, 0)
+        if start >= end:  # no shifting, or only an image could go
+            self._finish(slot, slot.generation.finish("length"))
+            return
+        self.context.kv_remove(slot.seq_id, start, end)
+        self.context.kv_shift(slot.seq_id, end, len(slot.tokens), start - end)
+        del slot.tokens[start:end]
+
+    def _guess(self, slot: _Slot, batch: int, room: int) -> list[int]:
+        """The drafter's guesses to verify after the slot's next token, as many as pay off."""
+        if slot.drafter is None or slot.policy is None or slot.job.request.media:  # drafters read text only
+            return []
+        k = slot.policy.draft_length(batch, min(room, self.n_ctx - len(slot.tokens) - 2))
+        if not k:
+            return []
+        started = time.perf_counter()
+        draft = [int(t) for t in slot.drafter(np.asarray(slot.tokens + [slot.next_token], dtype=np.int32))][:k]
+        slot.policy.drafted(len(draft), time.perf_counter() - started)
+        return draft
 
     def _evaluate_media(self, slot: _Slot) -> None:
         """Images or audio at the head of a slot's pending prompt: each is evaluated on its own
@@ -283,19 +429,41 @@ class Engine:
             del slot.pending[:chunk.n_pos]
 
     def _advance(self, slot: _Slot) -> None:
-        generation = slot.generation
+        """Sample the slot's next token; with guesses in the batch, go on through their rows while
+        the sampler agrees with them, and forget the KV of the guesses it rejected."""
+        generation, draft = slot.generation, slot.draft
+        position = len(slot.tokens) - len(draft)  # where the KV stops holding verified tokens
+        accepted = 0
         before = generation.generated
-        event = generation.advance(self.context, slot.output_index)
+        for i in range(len(draft) + 1):
+            event = generation.advance(self.context, slot.output_index + i)
+            if generation.finish_reason is not None:
+                break
+            if event is not None:
+                self._emit(slot.job, event)
+            if i == len(draft) or generation.last_token != draft[i]:
+                break
+            accepted += 1
         self.stats.generated_tokens += generation.generated - before
+        slot.draft = []
+        if slot.policy is not None:
+            slot.policy.verified(len(draft), accepted)
+        if draft:
+            self.stats.drafts += 1
+            self.stats.drafted_tokens += len(draft)
+            self.stats.accepted_tokens += accepted
+        self.stats.most_tokens = max(self.stats.most_tokens, len(slot.tokens))
+        if position + accepted < len(slot.tokens):  # rejected guesses
+            self.context.kv_remove(slot.seq_id, position + accepted, -1)
+            del slot.tokens[position + accepted:]
         if generation.finish_reason is not None:
             self._finish(slot, event)
-            return
-        slot.next_token = generation.last_token
-        if event is not None:
-            self._emit(slot.job, event)
+        else:
+            slot.next_token = generation.last_token
 
     def _finish(self, slot: _Slot, event: Event) -> None:
         job = slot.job
+        self.stats.finished(event)
         slot.release()
         self._emit(job, event)
 
@@ -334,7 +502,7 @@ class Engine:
         for slot, tokens, generated in added:
             del slot.tokens[len(slot.tokens) - len(tokens):]
             if generated:
-                slot.next_token = tokens[0]
+                slot.next_token, slot.draft = tokens[0], []
             else:
                 slot.pending = tokens + slot.pending
             slot.output_index = -1

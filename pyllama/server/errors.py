@@ -26,14 +26,23 @@ _TYPES = {401: "authentication_error", 403: "permission_error", 404: "not_found_
 
 class RequestError(Exception):
     def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None,
-                 headers: dict[str, str] | None = None) -> None:
+                 headers: dict[str, str] | None = None, **extra: Any) -> None:
         super().__init__(message)
         self.status, self.message, self.param, self.code, self.headers = status, message, param, code, headers
+        self.extra = extra  # more fields for the error object (llama-server's n_prompt_tokens, n_ctx)
+
+    @classmethod
+    def too_long(cls, field: str, message: str, n_prompt_tokens: int, n_ctx: int) -> RequestError:
+        """OpenAI's context_length_exceeded, typed and detailed as llama-server does it."""
+        return cls(400, message, field, "context_length_exceeded", n_prompt_tokens=n_prompt_tokens, n_ctx=n_ctx)
 
 
-def error_body(status: int, message: str, param: str | None = None, code: str | None = None) -> dict[str, Any]:
+def error_body(status: int, message: str, param: str | None = None, code: str | None = None,
+               **extra: Any) -> dict[str, Any]:
     kind = _TYPES.get(status, "invalid_request_error" if status < 500 else "server_error")
-    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+    if code == "context_length_exceeded":
+        kind = "exceed_context_size_error"  # llama-server's type; OpenAI clients read the code
+    return {"error": {"message": message, "type": kind, "param": param, "code": code, **extra}}
 
 
 _ANTHROPIC_TYPES = {401: "authentication_error", 403: "permission_error", 404: "not_found_error",
@@ -55,8 +64,11 @@ def body_for(path: str) -> ErrorBody:
 
 
 def error_response(status: int, message: str, param: str | None = None, code: str | None = None,
-                   headers: dict[str, str] | None = None, path: str = "") -> JSONResponse:
-    return JSONResponse(body_for(path)(status, message, param, code), status_code=status, headers=headers)
+                   headers: dict[str, str] | None = None, path: str = "", **extra: Any) -> JSONResponse:
+    shape = body_for(path)
+    body = error_body(status, message, param, code, **extra) if shape is error_body else shape(status, message, param,
+                                                                                               code)
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 def _is_type_label(part: Any) -> bool:
@@ -91,7 +103,8 @@ def validation_message(errors: Sequence[dict[str, Any]]) -> tuple[str, str | Non
 def install(app: FastAPI) -> None:
     @app.exception_handler(RequestError)
     async def request_error(request: Request, exc: RequestError) -> JSONResponse:
-        return error_response(exc.status, exc.message, exc.param, exc.code, exc.headers, request.url.path)
+        return error_response(exc.status, exc.message, exc.param, exc.code, exc.headers, request.url.path,
+                              **exc.extra)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:

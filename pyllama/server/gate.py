@@ -1,5 +1,11 @@
-"""What every request passes before a route: the API key, the body's size, and a body that is
-JSON a route can use (strict UTF-8, no lone surrogates), with an OpenAI-shaped 4xx otherwise.
+"""What every request passes before a route: CORS, the API key, the body's size, and a body
+that is JSON a route can use (strict UTF-8, no lone surrogates), with an OpenAI-shaped 4xx
+otherwise.
+
+CORS as llama-server does it: by default any origin may call the API from a browser (its
+Origin is reflected, with credentials), ``--cors-origins localhost`` admits only local pages,
+or a list names the origins admitted. A preflight (OPTIONS) is answered here, without an API
+key, since browsers send none with it.
 
 A pure ASGI middleware, so streamed responses pass through untouched. A JSON body is read
 whole, checked, and handed on with ``Content-Type: application/json`` (``curl -d`` sends
@@ -8,9 +14,11 @@ form-encoded headers for JSON bodies; llama-server reads them as JSON, so we do 
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Awaitable, Callable, Collection, MutableMapping
 from typing import Any
+from urllib.parse import urlsplit
 
 from starlette.concurrency import run_in_threadpool
 
@@ -72,17 +80,44 @@ def check_json(raw: bytes) -> Any:
     return value
 
 
+def _is_local(origin: str) -> bool:
+    try:
+        return urlsplit(origin).hostname in ("localhost", "127.0.0.1", "::1")
+    except ValueError:
+        return False
+
+
 class Gate:
-    def __init__(self, app: ASGIApp, *, api_keys: Collection[str] = (), max_body_bytes: int = 64 << 20) -> None:
+    def __init__(self, app: ASGIApp, *, api_keys: Collection[str] = (), cors_origins: Collection[str] = ("*",),
+                 max_body_bytes: int = 64 << 20) -> None:
         self.app = app
         self.api_keys = frozenset(api_keys)
+        self.cors_origins = frozenset(cors_origins or ("*",))
         self.max_body_bytes = max_body_bytes
+
+    def _allowed_origin(self, origin: str) -> str | None:
+        if not origin:
+            return None
+        if "*" in self.cors_origins or origin in self.cors_origins:
+            return origin
+        if "localhost" in self.cors_origins and _is_local(origin):
+            return origin
+        return None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        if self.api_keys and scope["method"] != "OPTIONS" and scope["path"] not in OPEN_PATHS:
+        allowed = self._allowed_origin(headers.get("origin", ""))
+        cors = [(b"access-control-allow-origin", allowed.encode("latin-1"))] if allowed else []
+        if scope["method"] == "OPTIONS":
+            return await _respond(send, 200, b"", cors + [
+                (b"access-control-allow-credentials", b"true"),
+                (b"access-control-allow-methods", b"GET, POST, DELETE, OPTIONS"),
+                (b"access-control-allow-headers", b"*"), (b"content-type", b"text/plain")])
+        if cors:
+            send = _with_headers(send, cors)
+        if self.api_keys and scope["path"] not in OPEN_PATHS:
             bearer = headers.get("authorization", "")
             key = bearer[7:] if bearer.lower().startswith("bearer ") else headers.get("x-api-key", "")
             if key not in self.api_keys:
@@ -100,7 +135,7 @@ class Gate:
             return await _answer(send, exc.status, str(exc), exc.param, path=scope["path"])
         scope["headers"] = [(k, v) for k, v in scope["headers"] if k.lower() != b"content-type"]
         scope["headers"].append((b"content-type", b"application/json"))
-        await self.app(scope, _replay(raw, receive), send)
+        await _until_disconnect(self.app(scope, _replay(raw, receive), send), receive)
 
     async def _read(self, headers: dict[str, str], receive: Receive) -> bytes:
         declared = headers.get("content-length", "")
@@ -121,6 +156,26 @@ class Gate:
         return b"".join(chunks)
 
 
+async def _until_disconnect(handling: Awaitable[None], receive: Receive) -> None:
+    """Run a request's handler, and cancel it if the client goes away first: a generation no one
+    waits for must free its slot (a streamed reply notices by itself, a plain one would not)."""
+    handler = asyncio.ensure_future(handling)
+
+    async def client_left() -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+
+    watcher = asyncio.ensure_future(client_left())
+    try:
+        await asyncio.wait({handler, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not handler.done():
+            handler.cancel()
+        watcher.cancel()
+    if not handler.cancelled():
+        handler.result()  # its own exception, if it raised one
+
+
 def _replay(raw: bytes, receive: Receive) -> Receive:
     """A receive that gives the body once, then waits for the client's disconnect as usual."""
     sent = False
@@ -135,9 +190,22 @@ def _replay(raw: bytes, receive: Receive) -> Receive:
     return replay
 
 
+def _with_headers(send: Send, extra: list[tuple[bytes, bytes]]) -> Send:
+    async def sending(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", []), *extra]}
+        await send(message)
+
+    return sending
+
+
+async def _respond(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+    await send({"type": "http.response.start", "status": status,
+                "headers": [*headers, (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
 async def _answer(send: Send, status: int, message: str, param: str | None = None, code: str | None = None,
                   path: str = "") -> None:
     body = json.dumps(body_for(path)(status, message, param, code)).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-    await send({"type": "http.response.body", "body": body})
+    await _respond(send, status, body, [(b"content-type", b"application/json")])

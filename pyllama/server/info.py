@@ -1,9 +1,11 @@
-"""Routes that do not generate: models, health, props, tokenize/detokenize, embeddings, metrics."""
+"""Routes that do not generate: models, health, props, tokenize/detokenize, embeddings, rerank,
+metrics."""
 
 from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -11,9 +13,44 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from .._version import __version__
+from ..rerank import ranking
 from .errors import RequestError, error_response
-from .schemas import DetokenizeRequest, EmbeddingRequest, TokenizeRequest
+from .schemas import DetokenizeRequest, EmbeddingRequest, RerankRequest, TokenizeRequest
+from .engine import Engine
 from .services import Services
+
+
+def _rate(tokens: float, seconds: float) -> float:
+    return tokens / seconds if seconds > 0 else 0.0
+
+
+# name, kind, help, value of an engine (llama-server's names, so its dashboards work here)
+METRICS: list[tuple[str, str, str, Callable[[Engine], float]]] = [
+    ("prompt_tokens_total", "counter", "Number of prompt tokens processed.", lambda e: e.stats.prompt_tokens),
+    ("prompt_tokens_cached_total", "counter", "Number of prompt tokens reused from the cache.",
+     lambda e: e.stats.prompt_tokens_cached),
+    ("prompt_seconds_total", "counter", "Prompt process time", lambda e: e.stats.prompt_seconds),
+    ("tokens_predicted_total", "counter", "Number of generation tokens processed.",
+     lambda e: e.stats.generated_tokens),
+    ("tokens_predicted_seconds_total", "counter", "Predict process time", lambda e: e.stats.generation_seconds),
+    ("n_decode_total", "counter", "Total number of llama_decode() calls", lambda e: e.stats.decodes),
+    ("n_tokens_max", "counter", "Largest observed n_tokens.", lambda e: e.stats.most_tokens),
+    ("spec_decode_num_draft_tokens_total", "counter", "Draft tokens proposed by speculative decoding.",
+     lambda e: e.stats.drafted_tokens),
+    ("spec_decode_num_accepted_tokens_total", "counter", "Draft tokens accepted by the target model.",
+     lambda e: e.stats.accepted_tokens),
+    ("spec_decode_num_drafts_total", "counter", "Drafts verified by speculative decoding.", lambda e: e.stats.drafts),
+    ("requests_failed_total", "counter", "Requests that ended with an error.", lambda e: e.stats.failed_requests),
+    ("prompt_tokens_seconds", "gauge", "Average prompt throughput in tokens/s.",
+     lambda e: _rate(e.stats.prompt_tokens, e.stats.prompt_seconds)),
+    ("predicted_tokens_seconds", "gauge", "Average generation throughput in tokens/s.",
+     lambda e: _rate(e.stats.generated_tokens, e.stats.generation_seconds)),
+    ("requests_processing", "gauge", "Number of requests processing.", lambda e: e.busy_slots),
+    ("requests_deferred", "gauge", "Number of requests deferred.", lambda e: e.queue_depth),
+    ("n_busy_slots_per_decode", "gauge", "Average number of busy slots per llama_decode() call",
+     lambda e: _rate(e.stats.busy_slot_decodes, e.stats.decodes)),
+]
 
 
 def router(services: Services) -> APIRouter:
@@ -31,17 +68,28 @@ def router(services: Services) -> APIRouter:
     @api.get("/v1/models", tags=["OpenAI"])
     @api.get("/models", include_in_schema=False)
     async def models() -> dict[str, Any]:
-        return {"object": "list", "data": [{"id": s.name, "object": "model", "owned_by": "pyllama",
-                                            "created": s.settings.started} for s in services.all]}
+        data = []
+        for s in services.all:
+            model = s.model
+            data.append({"id": s.name, "object": "model", "owned_by": "pyllama", "created": s.settings.started,
+                         "aliases": [s.name, *s.settings.aliases], "tags": list(s.settings.tags),
+                         "meta": {"n_vocab": s.vocab.n_tokens, "n_ctx_train": model.n_ctx_train,
+                                  "n_embd": model.n_embd, "n_params": model.n_params, "size": model.size}})
+        return {"object": "list", "data": data}
 
     @api.get("/props", tags=["llama.cpp"])
     async def props() -> dict[str, Any]:
         service = services.default
-        return {"model": service.name, "model_path": service.settings.model, "n_ctx": service.engine.n_ctx,
-                "n_parallel": len(service.engine.slots), "total_slots": len(service.engine.slots),
-                "chat_template": service.template.source, "embedding": service.embedder is not None,
+        settings = service.settings
+        return {"model": service.name, "model_alias": service.name, "model_path": settings.model,
+                "n_ctx": service.engine.n_ctx, "n_parallel": len(service.engine.slots),
+                "total_slots": len(service.engine.slots), "chat_template": service.template.source,
+                "embedding": service.embedder is not None, "build_info": f"pyllama {__version__}",
                 "modalities": {"vision": bool(service.projector and service.projector.supports_vision),
-                               "audio": bool(service.projector and service.projector.supports_audio)}}
+                               "audio": bool(service.projector and service.projector.supports_audio)},
+                # any slot may use the whole (unified) context
+                "default_generation_settings": {"n_ctx": service.engine.n_ctx,
+                                                "params": service.default_params()}}
 
     @api.post("/tokenize", tags=["llama.cpp"])
     async def tokenize(body: TokenizeRequest) -> Response:
@@ -99,24 +147,41 @@ def router(services: Services) -> APIRouter:
         return {"object": "list", "model": service.name, "data": data,
                 "usage": {"prompt_tokens": count, "total_tokens": count}}
 
+    @api.post("/v1/rerank", tags=["Jina/Cohere"])
+    @api.post("/rerank", include_in_schema=False)
+    @api.post("/reranking", include_in_schema=False)
+    @api.post("/v1/reranking", include_in_schema=False)
+    async def rerank(body: RerankRequest) -> Any:
+        """Documents by relevance to the query, best first (the top_n best)."""
+        service = services.pick(body.model)
+        if service.ranker is None:
+            raise RequestError(400, "this server was started without --reranking", code="reranking_disabled")
+        tei = body.texts is not None
+        documents = body.texts if tei else [d if isinstance(d, str) else d.text for d in body.documents]
+        scores, count = await run_in_threadpool(service.ranker.score, body.query, documents)
+        if tei:
+            results = ranking(scores, body.top_n)
+            for result in results:
+                result["score"] = result.pop("relevance_score")
+                if body.return_text:
+                    result["text"] = documents[result["index"]]
+            return results
+        shown = documents if body.return_documents or body.return_text else None
+        return {"model": service.name, "object": "list", "usage": {"prompt_tokens": count, "total_tokens": count},
+                "results": ranking(scores, body.top_n, shown)}
+
     @api.get("/metrics", response_class=PlainTextResponse, tags=["llama.cpp"])
-    async def metrics() -> str:
-        series = [("pyllama_requests_total", "counter", "Generation requests accepted", lambda e: e.stats.requests),
-                  ("pyllama_requests_failed_total", "counter", "Requests that ended with an error",
-                   lambda e: e.stats.failed_requests),
-                  ("pyllama_prompt_tokens_total", "counter", "Prompt tokens evaluated", lambda e: e.stats.prompt_tokens),
-                  ("pyllama_tokens_generated_total", "counter", "Tokens generated", lambda e: e.stats.generated_tokens),
-                  ("pyllama_tokens_per_second", "gauge", "Generated tokens per busy second",
-                   lambda e: e.stats.generated_tokens / e.stats.busy_seconds if e.stats.busy_seconds else 0.0),
-                  ("pyllama_queue_depth", "gauge", "Requests waiting for a slot", lambda e: e.queue_depth),
-                  ("pyllama_slots_busy", "gauge", "Slots generating", lambda e: e.busy_slots),
-                  ("pyllama_slots_total", "gauge", "Slots", lambda e: len(e.slots))]
+    async def metrics() -> PlainTextResponse:
+        """Prometheus text with llama-server's metric names (``--metrics``)."""
+        if not services.default.settings.metrics:
+            raise RequestError(501, "metrics are off: start the server with --metrics", code="not_supported")
         lines = []
-        for name, kind, help_text, value in series:
-            lines.append(f"# HELP {name} {help_text}\n# TYPE {name} {kind}\n")
+        for name, kind, help_text, value in METRICS:
+            lines.append(f"# HELP llamacpp:{name} {help_text}\n# TYPE llamacpp:{name} {kind}\n")
             for service in services.all:
                 label = f'{{model="{service.name}"}}' if len(services.all) > 1 else ""
-                lines.append(f"{name}{label} {value(service.engine)}\n")
-        return "".join(lines)
+                lines.append(f"llamacpp:{name}{label} {value(service.engine)}\n")
+        started = str(services.default.settings.started)
+        return PlainTextResponse("".join(lines), headers={"Process-Start-Time-Unix": started})
 
     return api

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 
 INT32_MAX = 2**31 - 1
 MAX_TOP_LOGPROBS = 20  # alternatives per token: OpenAI's limit for top_logprobs, also ours for n_probs
@@ -108,6 +108,9 @@ class GenerationFields(Body):
     json_schema: dict[str, Any] | None = None
     response_format: ResponseFormat | None = None
     cache_prompt: bool = True
+    id_slot: int = Field(-1, ge=-1, le=INT32_MAX, description="run in this slot (waiting for it); -1: any")
+    n_keep: int = Field(0, ge=-1, le=INT32_MAX, description="with context shifting: prompt tokens never dropped "
+                                                             "(-1: all of them)")
     user: str | None = None
 
 
@@ -124,6 +127,28 @@ class CompletionRequest(GenerationFields):
     n_probs: Annotated[int, Field(ge=0, le=MAX_TOP_LOGPROBS)] | None = None
     best_of: int | None = Field(None, ge=1, le=MAX_CHOICES)
     return_tokens: bool = Field(False, description="/completion: also return the generated token ids")
+    response_fields: list[Annotated[str, Field(max_length=256)]] | None = Field(
+        None, max_length=64, description="/completion: only these fields of the result; a/b reaches into a")
+
+
+class InfillFile(Body):
+    filename: str = "tmp"
+    text: str
+
+
+class InfillRequest(GenerationFields):
+    """llama.cpp's ``/infill``: code completion between a prefix and a suffix."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"input_prefix": "def add(a, b):\n    ", "input_suffix": "\n\nprint(add(1, 2))\n", "n_predict": 32}]})
+
+    input_prefix: str = ""
+    input_suffix: str = ""
+    input_extra: list[InfillFile] = Field(default_factory=list, description="other files, for context")
+    prompt: str = Field("", description="the start of the middle, already written")
+    n_probs: Annotated[int, Field(ge=0, le=MAX_TOP_LOGPROBS)] | None = None
+    return_tokens: bool = False
+    response_fields: list[Annotated[str, Field(max_length=256)]] | None = Field(None, max_length=64)
 
 
 class TextPart(Body):
@@ -151,7 +176,21 @@ class AudioPart(Body):
     input_audio: InputAudio
 
 
-ContentPart = Annotated[Union[TextPart, ImagePart, AudioPart], Field(discriminator="type")]
+_PART_TAGS = {"text": "TextPart", "image_url": "ImagePart", "input_audio": "AudioPart"}
+
+
+def _part_tag(part: Any) -> str | None:
+    """The class a content part's ``type`` names. Capitalized, so an error's location reads
+    messages[0].content[0].text (server/errors.py drops union labels), not ...[0].text.text."""
+    kind = part.get("type") if isinstance(part, dict) else getattr(part, "type", None)
+    return _PART_TAGS.get(kind) if isinstance(kind, str) else None
+
+
+ContentPart = Annotated[Union[Annotated[TextPart, Tag("TextPart")], Annotated[ImagePart, Tag("ImagePart")],
+                              Annotated[AudioPart, Tag("AudioPart")]],
+                        Discriminator(_part_tag, custom_error_type="invalid_part",
+                                      custom_error_message="a content part's type must be text, image_url or "
+                                                           "input_audio")]
 
 
 class FunctionCall(Body):
@@ -216,6 +255,17 @@ class ChatRequest(GenerationFields):
     logprobs: bool = False
     top_logprobs: Annotated[int, Field(ge=0, le=MAX_TOP_LOGPROBS)] | None = None
     reasoning: bool = Field(False, description="move <think> text into reasoning_content")
+    add_generation_prompt: bool | None = Field(None, description="end the prompt with the assistant's turn "
+                                                                  "(default true)")
+    continue_final_message: bool = Field(False, description="continue the final assistant message (vLLM)")
+    chat_template_kwargs: dict[str, Any] | None = Field(None, description="more variables for the chat template, "
+                                                                          "e.g. enable_thinking")
+
+    @model_validator(mode="after")
+    def _one_way_to_end(self) -> ChatRequest:
+        if self.continue_final_message and self.add_generation_prompt:
+            raise ValueError("continue_final_message and add_generation_prompt cannot both be true")
+        return self
 
 
 class EmbeddingRequest(Body):

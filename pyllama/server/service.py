@@ -9,9 +9,10 @@ can cause is a :class:`RequestError` naming the field.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -21,14 +22,15 @@ from ..chat.completion import response_grammar
 from ..chat.json_schema import SchemaError
 from ..context import Context
 from ..embedding import embed
-from ..enums import PoolingType
+from ..enums import GGMLType, PoolingType
 from ..chat.media import MediaReader
 from ..errors import LlamaError, MediaTooLargeError
-from ..generation.core import Event, Request
+from ..generation.core import Event, Generation, Request, infill_prompt
+from ..generation.cache import RAMCache
 from ..generation.params import SamplingParams
+from ..generation.speculative import Drafter, DraftModel, PromptLookupDecoding
 from ..model import Model
 from ..multimodal import Projector
-from ..sampler import Sampler
 from .engine import Engine, EngineStopped, Job, QueueFull
 from .errors import RequestError
 from .media_fetch import fetch_media
@@ -52,16 +54,25 @@ class ModelService:
         self.model = Model(settings.model, n_gpu_layers=settings.n_gpu_layers, use_mlock=settings.use_mlock,
                            use_mmap=settings.use_mmap)
         self.vocab = self.model.vocab
+        self.eog_tokens = [t for t in range(self.vocab.n_tokens) if self.vocab.is_eog(t)]
         self.template = chat_template(self.model, settings.chat_format)
-        self.engine = Engine(self.model, n_ctx=settings.n_ctx, n_parallel=settings.n_parallel,
-                             n_batch=settings.n_batch, n_threads=settings.n_threads,
-                             n_threads_batch=settings.n_threads_batch, max_queue=settings.max_queue,
-                             flash_attn=settings.flash_attn)
+        n_ctx = settings.n_ctx or self.model.n_ctx_train
+        threads = {"n_threads": settings.n_threads, "n_threads_batch": settings.n_threads_batch}
+        self.draft_model = Model(settings.model_draft, n_gpu_layers=settings.n_gpu_layers) if settings.model_draft \
+            else None
+        self.engine = Engine(self.model, n_ctx=n_ctx, n_parallel=settings.n_parallel, n_batch=settings.n_batch,
+                             n_ubatch=settings.n_ubatch, max_queue=settings.max_queue,
+                             context_shift=settings.context_shift, flash_attn=settings.flash_attn,
+                             drafters=self._drafters(n_ctx), max_draft=settings.draft_max,
+                             min_draft=settings.draft_min,
+                             prompt_cache=RAMCache(settings.cache_ram_mib << 20) if settings.cache_ram_mib else None,
+                             type_k=_cache_type(settings.cache_type_k), type_v=_cache_type(settings.cache_type_v),
+                             swa_full=settings.swa_full, **threads)
         self.embedder: Context | None = None
         if settings.embedding:  # a second context on the same weights, not a second copy of them
-            self.embedder = Context(self.model, n_ctx=settings.n_ctx, n_batch=settings.n_ctx,
-                                    n_ubatch=settings.n_ctx, n_threads=settings.n_threads, embeddings=True,
-                                    pooling_type=PoolingType[settings.pooling.upper()] if settings.pooling else None)
+            self.embedder = Context(self.model, n_ctx=n_ctx, n_batch=n_ctx, n_ubatch=n_ctx, embeddings=True,
+                                    pooling_type=PoolingType[settings.pooling.upper()] if settings.pooling else None,
+                                    **threads)
         self._embed_lock = threading.Lock()
         self.ranker = Ranker.of(self.model, settings, self.embedder, self._embed_lock)
         self.projector: Projector | None = None  # images (and audio) in chat messages, with --mmproj
@@ -72,12 +83,26 @@ class ModelService:
             self.media = MediaReader(self.projector, fetch=fetch_media if settings.allow_remote_media else None,
                                      max_bytes=settings.media_max_bytes)
 
+    def _drafters(self, n_ctx: int) -> list[Drafter]:
+        """One per slot: a draft model's context each, or prompt lookup (which keeps no state)."""
+        if self.draft_model is not None:
+            return [DraftModel(self.draft_model, num_pred_tokens=self.settings.draft_max, n_ctx=n_ctx,
+                               n_threads=self.settings.n_threads) for _ in range(self.settings.n_parallel)]
+        if self.settings.spec_type and "ngram" in self.settings.spec_type:
+            return [PromptLookupDecoding(num_pred_tokens=self.settings.draft_max)] * self.settings.n_parallel
+        return []
+
     @property
     def name(self) -> str:
         return self.settings.model_alias
 
     def close(self) -> None:
         self.engine.close()
+        for slot in self.engine.slots:
+            if isinstance(slot.drafter, DraftModel):
+                slot.drafter.close()
+        if self.draft_model is not None:
+            self.draft_model.close()
         if self.ranker is not None:
             self.ranker.close()
         if self.embedder is not None:
@@ -104,9 +129,21 @@ class ModelService:
                 first = False
         if not tokens:
             raise RequestError(400, f"'{field}' is empty", field)
+        self._check_room(tokens, field)
+        return tokens
+
+    def _check_room(self, tokens: Sequence[int], field: str) -> None:
         if len(tokens) >= self.engine.n_ctx:
-            raise RequestError(400, f"the prompt has {len(tokens)} tokens but the context holds {self.engine.n_ctx}",
-                               field, "context_length_exceeded")
+            raise RequestError.too_long(field, f"the prompt has {len(tokens)} tokens but the context holds "
+                                               f"{self.engine.n_ctx}", len(tokens), self.engine.n_ctx)
+
+    def fill_in_the_middle(self, prefix: str, suffix: str, middle: str = "",
+                           files: Sequence[tuple[str, str]] = ()) -> list[int]:
+        try:
+            tokens = infill_prompt(self.vocab, prefix, suffix, middle, files)
+        except ValueError as exc:
+            raise RequestError(400, str(exc), "input_suffix") from exc
+        self._check_room(tokens, "input_prefix")
         return tokens
 
     async def plan_chat(self, body: ChatRequest, check_room: bool = True) -> ChatPlan:
@@ -121,16 +158,17 @@ class ModelService:
             plan = await run_in_threadpool(
                 plan_chat, self.template, self.vocab, messages, tools=tools, tool_choice=choice, functions=functions,
                 function_call=call, response_format=_response_format(body), stop=body.stop,
-                grammar=self._grammar_of(body), reasoning=body.reasoning, media=self.media)
+                grammar=self._grammar_of(body), reasoning=body.reasoning, media=self.media,
+                add_generation_prompt=body.add_generation_prompt is not False,
+                continue_final_message=body.continue_final_message, template_kwargs=body.chat_template_kwargs)
         except MediaTooLargeError as exc:
             raise RequestError(413, str(exc), "messages") from exc
         except (ValueError, TypeError, LlamaError) as exc:  # messages, tools, a template that failed
             raise RequestError(400, str(exc)) from exc
         except RecursionError as exc:  # a tool's or response_format's schema nested ~900 deep
             raise RequestError(400, "a JSON schema in the request nests too deeply") from exc
-        if check_room and len(plan.prompt_tokens) >= self.engine.n_ctx:
-            raise RequestError(400, f"the messages need {len(plan.prompt_tokens)} tokens but the context holds "
-                                    f"{self.engine.n_ctx}", "messages", "context_length_exceeded")
+        if check_room:
+            self._check_room(plan.prompt_tokens, "messages")
         return plan
 
     # --- constraints and sampling -----------------------------------------------------------
@@ -154,28 +192,22 @@ class ModelService:
             except ValueError as exc:
                 raise RequestError(400, str(exc), "response_format") from exc
             except RecursionError as exc:
-                raise RequestError(400, "'response_format' has a schema that nests too deeply", "response_format") from exc
+                raise RequestError(400, "'response_format' has a schema that nests too deeply",
+                                   "response_format") from exc
         return self._grammar_of(body)
 
-    def check_grammar(self, grammar: str | None, triggers: Sequence[str] = ()) -> None:
-        """Compile it once here (in a worker thread), so a grammar llama.cpp refuses is a 400."""
-        if not grammar:
-            return
-        problem = grammar_problem(grammar)  # before llama.cpp: some grammars overflow its parser's stack
+    @staticmethod
+    def check_grammar(grammar: str | None) -> None:
+        """Refuse, before llama.cpp parses it, a grammar that would overflow its parser's stack
+        (it is compiled, and refused if invalid, with the request's jobs)."""
+        problem = grammar_problem(grammar) if grammar else None
         if problem is not None:
             raise RequestError(400, problem, "grammar")
-        try:
-            sampler = Sampler()
-            if triggers:
-                sampler.grammar_lazy(self.model, grammar, trigger_patterns=triggers)
-            else:
-                sampler.grammar(self.model, grammar)
-            sampler.close()
-        except (ValueError, LlamaError) as exc:
-            raise RequestError(400, f"invalid grammar: {exc}", "grammar") from exc
 
     def sampling(self, body: GenerationFields, grammar: str | None, triggers: Sequence[str] = ()) -> SamplingParams:
-        fields: dict[str, Any] = {name: getattr(body, name) for name in _SAMPLING if getattr(body, name) is not None}
+        defaults = {"temperature": self.settings.temperature, "seed": self.settings.seed}  # the server's --temp, -s
+        fields: dict[str, Any] = {name: value for name, value in defaults.items() if value is not None}
+        fields.update({name: getattr(body, name) for name in _SAMPLING if getattr(body, name) is not None})
         for name, target in _RENAMED.items():
             if getattr(body, name) is not None:
                 fields[target] = getattr(body, name)
@@ -186,7 +218,10 @@ class ModelService:
                 fields[window] = self.engine.n_ctx
         if body.dry_sequence_breakers is not None:
             fields["dry_sequence_breakers"] = tuple(body.dry_sequence_breakers)
-        fields["logit_bias"] = self._logit_bias(body) or None
+        bias = self._logit_bias(body)
+        if body.ignore_eos:  # as llama.cpp: the end-of-generation tokens can never be sampled
+            bias.update(dict.fromkeys(self.eog_tokens, float("-inf")))
+        fields["logit_bias"] = bias or None
         try:
             return SamplingParams(grammar=grammar, grammar_triggers=tuple(triggers), **fields)
         except ValueError as exc:
@@ -215,34 +250,79 @@ class ModelService:
                 bias[token] = amount
         return bias
 
+    def default_params(self) -> dict[str, Any]:
+        """What a request that sets nothing generates with (llama-server's /props)."""
+        defaults = SamplingParams()
+        shown = {f.name: getattr(defaults, f.name) for f in dataclasses.fields(defaults)
+                 if f.name not in ("logit_bias", "grammar", "grammar_triggers")}
+        shown["dry_sequence_breakers"] = list(defaults.dry_sequence_breakers)
+        shown.update(temperature=self.settings.temperature if self.settings.temperature is not None
+                     else defaults.temperature, seed=self.settings.seed if self.settings.seed is not None else -1,
+                     n_predict=self.settings.n_predict if self.settings.n_predict is not None else -1)
+        return shown
+
+    def generation_settings(self, request: Request, limit: int) -> dict[str, Any]:
+        """The settings a job ran with, as llama-server reports them (``generation_settings``)."""
+        params = request.params
+        shown: dict[str, Any] = {f.name: getattr(params, f.name) for f in dataclasses.fields(params)
+                                 if f.name not in ("logit_bias", "grammar_triggers", "dry_sequence_breakers")}
+        shown.update(n_predict=limit, n_ctx=self.engine.n_ctx, stop=list(request.stops), n_probs=request.logprobs or 0,
+                     dry_sequence_breakers=list(params.dry_sequence_breakers), grammar=params.grammar or "",
+                     logit_bias=[{"token": t, "bias": b if b != float("-inf") else None}  # JSON has no -inf
+                                 for t, b in (params.logit_bias or {}).items()])
+        return shown
+
+    def verbose(self, request: Request, text: str) -> dict[str, Any]:
+        """llama-server's ``__verbose`` (with -v): what the model really saw and wrote."""
+        prompt = self.vocab.detokenize(request.prompt_tokens, unparse_special=True)
+        return {"prompt": prompt, "n_prompt_tokens": len(request.prompt_tokens), "content": text}
+
     # --- jobs -------------------------------------------------------------------------------
     def max_tokens(self, body: GenerationFields, prompt_tokens: int) -> int:
-        """How many tokens a job may generate: the request's limit within the room left."""
+        """How many tokens a job may generate: the request's limit within the room left (with
+        context shifting, the limit alone; a request without one then gets a context's worth)."""
         room = self.engine.n_ctx - prompt_tokens
         field, wanted = next(((f, getattr(body, f)) for f in ("n_predict", "max_tokens", "max_completion_tokens")
-                              if getattr(body, f) is not None), ("max_tokens", None))
+                              if getattr(body, f) is not None), ("n_predict", self.settings.n_predict))
         if wanted is None or wanted == -1:
-            return room
-        if wanted > room:
-            raise RequestError(400, f"'{field}' is {wanted} but only {room} tokens are left after the "
-                                    f"{prompt_tokens}-token prompt in a {self.engine.n_ctx}-token context",
-                               field, "context_length_exceeded")
+            return self.engine.n_ctx if self.engine.context_shift else room
+        if wanted > room and not self.engine.context_shift:
+            raise RequestError.too_long(field, f"'{field}' is {wanted} but only {room} tokens are left after the "
+                                               f"{prompt_tokens}-token prompt in a {self.engine.n_ctx}-token context",
+                                        prompt_tokens, self.engine.n_ctx)
         return wanted
 
-    def job(self, request: Request, body: GenerationFields, emit: Callable[[Event], None], index: int = 0) -> Job:
-        seed = request.params.seed
-        if seed is None or seed == 0xFFFFFFFF:  # llama.cpp's "random seed"
-            seed = (time.time_ns() + index) & 0xFFFFFFFF
-        elif index:  # n > 1 with a fixed seed: different, reproducible choices
-            seed = (seed + index) & 0xFFFFFFFF
-        return Job(request, self.max_tokens(body, len(request.prompt_tokens)), seed, emit)
+    def jobs(self, requests: Sequence[Request], body: GenerationFields) -> list[Job]:
+        """One job per request and choice (``n``), in OpenAI's order: prompt index * n + choice.
+        Their sampler chains are built here, in the caller's worker thread, so compiling a
+        grammar never holds up the engine, and a grammar llama.cpp refuses is a 400."""
+        jobs = []
+        for request in requests:
+            prompt = len(request.prompt_tokens)
+            limit = self.max_tokens(body, prompt)
+            keep = prompt if body.n_keep == -1 else min(body.n_keep + self.vocab.add_bos, prompt)
+            for j in range(body.n):
+                seed = request.params.seed
+                if seed is None or seed == 0xFFFFFFFF:  # llama.cpp's "random seed"
+                    seed = (time.time_ns() + j) & 0xFFFFFFFF
+                elif j:  # n > 1 with a fixed seed: different, reproducible choices
+                    seed = (seed + j) & 0xFFFFFFFF
+                try:
+                    generation = Generation(self.model, request, seed, limit, self.engine.n_ctx)
+                except (ValueError, LlamaError) as exc:
+                    field = "grammar" if request.params.grammar else None
+                    raise RequestError(400, f"invalid grammar: {exc}" if field else str(exc), field) from exc
+                jobs.append(Job(request, limit, seed, keep=keep, cache_prompt=body.cache_prompt,
+                                slot_id=body.id_slot, generation=generation))
+        return jobs
 
-    async def run(self, jobs_of: Callable[[Callable[[int, Event], None]], list[Job]]) -> AsyncIterator[tuple[int, Event]]:
-        """Submit the jobs (one per choice) and yield ``(choice, event)`` as they come; a job that
-        failed raises RequestError. Leaving early cancels them all."""
+    async def run(self, jobs: Sequence[Job]) -> AsyncIterator[tuple[int, Event]]:
+        """Submit the jobs and yield ``(job index, event)`` as they come; a job that failed raises
+        RequestError. Leaving early cancels them all."""
         loop = asyncio.get_running_loop()
         events: asyncio.Queue[tuple[int, Event]] = asyncio.Queue()
-        jobs = jobs_of(lambda i, event: loop.call_soon_threadsafe(events.put_nowait, (i, event)))
+        for index, job in enumerate(jobs):
+            job.emit = lambda event, i=index: loop.call_soon_threadsafe(events.put_nowait, (i, event))
         try:
             for job in jobs:
                 self.engine.submit(job)
@@ -278,6 +358,11 @@ class ModelService:
                 return embed(self.embedder, inputs)
             except (ValueError, LlamaError) as exc:
                 raise RequestError(400, str(exc), "input") from exc
+
+
+def _cache_type(name: str | None) -> GGMLType | None:
+    """``-ctk q8_0`` -> GGMLType.Q8_0 (settings checked the name)."""
+    return None if name is None else GGMLType[name.upper()]
 
 
 def _response_format(body: GenerationFields) -> dict[str, Any] | None:

@@ -52,6 +52,7 @@ class Settings:
     slot_save_path: str | None = None
     cache_ram_mib: int = 0
     model_draft: str | None = None
+    spec_type: str | None = None
     draft_max: int = 16
     draft_min: int = 0
     api_keys: frozenset[str] = frozenset()
@@ -59,6 +60,8 @@ class Settings:
     ssl_certfile: str | None = None
     verbose: bool = False
     webui: bool = True
+    slots: bool = True
+    metrics: bool = False
     mmproj: str | None = None  # multimodal projector: images (and audio) in chat messages
     allow_remote_media: bool = False  # let requests name http(s) image URLs the server downloads
     media_max_bytes: int = 20 << 20
@@ -99,7 +102,7 @@ class Option:
     help: str
     spellings: tuple[str, ...] = ()  # llama-server's, besides --name and --name-with-dashes
     switch: bool = False  # may be given without a value (llama-server's --embedding)
-    negation: str | None = None  # llama-server's --no-... spelling, for switches
+    negation: tuple[str, ...] | str = ()  # llama-server's --no-... spellings, for switches
 
 
 OPTIONS = [
@@ -135,10 +138,13 @@ OPTIONS = [
     Option("seed", int, "default seed for requests that do not set one", ("-s",)),
     Option("n_predict", int, "default token limit for requests that do not set one", ("-n", "--predict")),
     Option("cors_origins", _names, "origins allowed to call the API from a browser, comma-separated (* for any)"),
+    Option("slots", _flag, "serve /slots (default true)", switch=True, negation="--no-slots"),
+    Option("metrics", _flag, "serve Prometheus /metrics (default false)", switch=True),
     Option("slot_save_path", str, "folder for /slots save and restore (off without it)"),
     Option("cache_ram_mib", int, "MiB of RAM that keep prompt states of slots reused for other prompts",
            ("--cache-ram", "-cram")),
     Option("model_draft", str, "draft model for speculative decoding", ("-md", "--spec-draft-model")),
+    Option("spec_type", str, "speculative decoding without a draft model: ngram (prompt lookup) or none"),
     Option("draft_max", int, "most tokens to draft at a time (default 16)", ("--spec-draft-n-max", "--draft-max")),
     Option("draft_min", int, "fewest tokens worth drafting (default 0)", ("--spec-draft-n-min", "--draft-min")),
     Option("api_key", _names, "require this key, or one of these comma-separated keys (Authorization: Bearer KEY)"),
@@ -146,21 +152,28 @@ OPTIONS = [
     Option("ssl_keyfile", str, "TLS key file", ("--ssl-key-file",)),
     Option("ssl_certfile", str, "TLS certificate file", ("--ssl-cert-file",)),
     Option("verbose", _flag, "log every request and llama.cpp's own log", ("-v",), switch=True),
-    Option("webui", _flag, "serve the chat page at / (default true)", ("--ui",), switch=True, negation="--no-webui"),
+    Option("webui", _flag, "serve the chat page at / (default true)", ("--ui",), switch=True,
+           negation=("--no-webui", "--no-ui")),
     Option("mmproj", str, "multimodal projector GGUF for the model: images (and audio) in chat messages",
            ("-mm",)),
     Option("allow_remote_media", _flag, "let chat requests name http(s) image URLs that the server downloads "
            "(default off: images come as data URLs)", switch=True),
     Option("media_max_bytes", int, "largest image or audio a request may send, in bytes (default 20 MiB)"),
-    Option("config", str, "JSON file serving several models: {\"models\": [{\"model\": ..., \"model_alias\": ...}, ...]} "
-                          "plus any server option at the top level"),
+    Option("config", str, "JSON file serving several models: {\"models\": [{\"model\": ..., "
+                          "\"model_alias\": ...}, ...]} plus any server option at the top level"),
 ]
+KV_CACHE_TYPES = {"F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "IQ4_NL", "Q5_0", "Q5_1"}  # llama.cpp's -ctk/-ctv
 SERVER_WIDE = {"host", "port", "api_key", "api_keys_file", "ssl_keyfile", "ssl_certfile", "max_queue",
-               "cors_origins", "verbose", "webui"}
+               "cors_origins", "verbose", "webui", "slots", "metrics"}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line: the usage of ~50 flags would bury it
+        self.exit(2, f"{self.prog}: error: {message} (--help lists the flags)\n")
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m pyllama.server",
+    parser = _Parser(prog="python -m pyllama.server",
                                      description="OpenAI-compatible server for GGUF models (llama-server's and "
                                                  "llama-cpp-python's flags both work)")
     for option in OPTIONS:
@@ -170,7 +183,8 @@ def _parser() -> argparse.ArgumentParser:
         parser.add_argument(*names, dest=option.name, type=option.kind, default=None,
                             help=f"{option.help} [env {option.name.upper()}]", **extra)
         if option.negation:
-            parser.add_argument(option.negation, dest=option.name, action="store_const", const=False,
+            negations = (option.negation,) if isinstance(option.negation, str) else option.negation
+            parser.add_argument(*negations, dest=option.name, action="store_const", const=False,
                                 help=f"turn {names[0]} off")
     return parser
 
@@ -257,8 +271,15 @@ def _settings(parser: argparse.ArgumentParser, values: dict) -> Settings:
             values["chat_format"] = Path(path).read_text(encoding="utf-8")
         except OSError as exc:
             parser.error(f"cannot read the chat template file: {exc}")
+    for name in ("cache_type_k", "cache_type_v"):
+        if values.get(name) is not None and values[name].upper() not in KV_CACHE_TYPES:
+            parser.error(f"--{name.replace('_', '-')} must be one of {', '.join(sorted(KV_CACHE_TYPES)).lower()}")
     if values.get("pooling") not in (None, "none", "mean", "cls", "last", "rank"):
         parser.error(f"--pooling must be none, mean, cls, last or rank, not {values['pooling']!r}")
+    if values.get("spec_type") is not None and values["spec_type"] != "none" and "ngram" not in values["spec_type"]:
+        parser.error(f"--spec-type must be ngram or none, not {values['spec_type']!r}")
+    if values.get("model_draft") and not Path(values["model_draft"]).is_file():
+        parser.error(f"draft model file not found: {values['model_draft']}")
     if values.get("slot_save_path") and not Path(values["slot_save_path"]).is_dir():
         parser.error(f"--slot-save-path {values['slot_save_path']} is not a folder")
     return Settings(**values, api_keys=frozenset(keys))

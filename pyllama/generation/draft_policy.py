@@ -1,0 +1,112 @@
+"""How many tokens to guess before each decode in speculative decoding: as many as pay for
+themselves, and none when guessing would make decoding slower.
+
+Verifying k guesses puts k more tokens in a decode. That pays when the guesses the target
+accepts outweigh the extra decode (and drafting) time. A :class:`DraftPolicy` keeps two online
+estimates: how often a guess is accepted (per sequence), and how long a decode takes for a given
+number of tokens (``fixed + per_token * n``, fitted from the decodes it has timed; shared by the
+sequences of one context). It drafts the k with the best expected tokens per second, and
+nothing when no k beats plain decoding by a margin. A sequence it stopped drafting for is
+probed again now and then, less often the longer guesses keep failing, so a text that turns
+repetitive is still noticed while the probes cost at most a few percent.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+MARGIN = 1.05  # drafting must promise 5% more tokens per second than plain decoding
+FORGET = 0.95  # weight of the past in the running estimates
+
+
+@dataclasses.dataclass
+class SpeculationStats:
+    drafted: int = 0
+    accepted: int = 0
+
+    @property
+    def acceptance_rate(self) -> float:
+        return self.accepted / self.drafted if self.drafted else 0.0
+
+
+class DecodeCost:
+    """``seconds(n)``: the time a decode of ``n`` tokens takes, from a running linear fit."""
+
+    def __init__(self) -> None:
+        self._w = self._n = self._t = self._nn = self._nt = 0.0
+        self._draft_seconds = self._drafted = 0.0
+
+    def observe(self, n_tokens: int, seconds: float) -> None:
+        f = FORGET
+        self._w, self._n, self._t = f * self._w + 1, f * self._n + n_tokens, f * self._t + seconds
+        self._nn, self._nt = f * self._nn + n_tokens * n_tokens, f * self._nt + n_tokens * seconds
+
+    def observe_drafting(self, n_tokens: int, seconds: float) -> None:
+        self._drafted, self._draft_seconds = FORGET * self._drafted + n_tokens, FORGET * self._draft_seconds + seconds
+
+    @property
+    def known(self) -> bool:
+        """Enough decodes of different sizes to tell the fixed part from the per-token part."""
+        return self._w > 2 and self._w * self._nn - self._n * self._n > 1e-9 * self._w * self._w
+
+    def seconds(self, n_tokens: int) -> float:
+        spread = self._w * self._nn - self._n * self._n
+        per_token = max(0.0, (self._w * self._nt - self._n * self._t) / spread) if spread > 0 else 0.0
+        fixed = max(0.0, (self._t - per_token * self._n) / self._w) if self._w else 0.0
+        return fixed + per_token * n_tokens
+
+    def drafting_seconds(self, n_tokens: int) -> float:
+        return self._draft_seconds / self._drafted * n_tokens if self._drafted else 0.0
+
+
+class DraftPolicy:
+    """The draft length for one sequence; ``cost`` may be shared by sequences of one context."""
+
+    def __init__(self, max_draft: int = 16, cost: DecodeCost | None = None, min_draft: int = 0) -> None:
+        self.max_draft, self.min_draft = max_draft, min_draft
+        self.cost = cost if cost is not None else DecodeCost()
+        self.stats = SpeculationStats()
+        self._hits, self._tries = 1.0, 2.0  # a prior: half of the guesses accepted
+        self._wait, self._backoff = 0, 1  # steps until the next probe, and the probe interval
+
+    @property
+    def acceptance(self) -> float:
+        return self._hits / self._tries
+
+    def draft_length(self, batch: int = 1, room: int | None = None) -> int:
+        """Tokens to guess for the next decode, whose batch holds ``batch`` tokens without them."""
+        limit = min(self.max_draft, room if room is not None else self.max_draft)
+        if limit <= 0:
+            return 0
+        if not self.cost.known:  # learn what decodes of different sizes cost
+            return min(limit, 4)
+        a, plain = self.acceptance, self.cost.seconds(batch)
+        best, best_rate = 0, 1.0 / plain if plain > 0 else 0.0
+        expected = 1.0
+        for k in range(1, limit + 1):
+            expected += a ** k  # tokens this decode gives: the sampled one and the accepted guesses
+            rate = expected / (self.cost.seconds(batch + k) + self.cost.drafting_seconds(k))
+            if rate > best_rate * MARGIN and k >= self.min_draft:
+                best, best_rate = k, rate
+        if best:
+            self._backoff = 1
+            return best
+        self._wait -= 1
+        if self._wait <= 0:  # probe: is guessing paying off again?
+            self._backoff = min(64, self._backoff * 2)
+            self._wait = self._backoff
+            return 1
+        return 0
+
+    def drafted(self, n_tokens: int, seconds: float) -> None:
+        self.cost.observe_drafting(n_tokens, seconds)
+
+    def verified(self, drafted: int, accepted: int) -> None:
+        """``accepted`` of ``drafted`` guesses agreed with the target (the rest were thrown away)."""
+        if not drafted:
+            return
+        self.stats.drafted += drafted
+        self.stats.accepted += accepted
+        tries = accepted + (accepted < drafted)  # guesses past the first miss were never judged
+        self._hits, self._tries = FORGET * self._hits + accepted, FORGET * self._tries + tries
+
