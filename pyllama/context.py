@@ -153,6 +153,11 @@ class Context(NativeObject):
         return lib.llama_n_ctx(self._ptr)
 
     @property
+    def n_ctx_seq(self) -> int:
+        """Positions one sequence may hold (n_ctx with a unified KV cache, else n_ctx / n_seq_max)."""
+        return lib.llama_n_ctx_seq(self._ptr)
+
+    @property
     def n_batch(self) -> int:
         self._ptr  # raises when closed
         return self._n_batch

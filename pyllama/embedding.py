@@ -17,9 +17,23 @@ from .enums import PoolingType
 from .errors import ContextOverflowError
 
 
-def embed(context: Context, texts: Sequence[str | Sequence[int]], *, normalize: bool = True,
+def normalized(vectors: np.ndarray, norm: float) -> np.ndarray:
+    """llama.cpp's ``embd_normalize``: -1 none, 0 max-absolute (scaled to int16's range), 1 taxicab,
+    2 Euclidean, more: that p-norm. Each row on its own."""
+    if norm < 0:
+        return vectors
+    if norm == 0:
+        size = np.abs(vectors).max(axis=-1, keepdims=True) / 32760.0
+    else:
+        size = np.sum(np.abs(vectors) ** norm, axis=-1, keepdims=True) ** (1.0 / norm)
+    return vectors / np.maximum(size, 1e-12)
+
+
+def embed(context: Context, texts: Sequence[str | Sequence[int]], *, normalize: bool | float = True,
           truncate: bool = True) -> tuple[list, int]:
-    """(one embedding per text, tokens evaluated). A text may be given as token ids."""
+    """(one embedding per text, tokens evaluated). A text may be given as token ids.
+    ``normalize``: True for Euclidean, False for none, or llama.cpp's ``embd_normalize`` number."""
+    norm = 2.0 if normalize is True else -1.0 if normalize is False else float(normalize)
     model = context.model
     results, count = [], 0
     for text in texts:
@@ -30,13 +44,11 @@ def embed(context: Context, texts: Sequence[str | Sequence[int]], *, normalize: 
             raise ValueError(f"token ids must be in 0..{context.n_vocab - 1}")
         if len(tokens) > context.n_batch:
             if not truncate:
-                raise ContextOverflowError(f"the input has {len(tokens)} tokens but n_batch is {context.n_batch}")
+                raise ContextOverflowError(f"the input is too large to process: {len(tokens)} tokens, and a batch "
+                                           f"holds {context.n_batch}")
             tokens = tokens[: context.n_batch]
         count += len(tokens)
-        vectors = evaluate(context, tokens)
-        if normalize:
-            vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=-1, keepdims=True), 1e-12)
-        results.append(vectors.tolist())
+        results.append(normalized(evaluate(context, tokens), norm).tolist())
     context.kv_clear()
     return results, count
 

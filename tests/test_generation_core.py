@@ -156,8 +156,8 @@ def test_the_server_loads_its_model_once(models_dir):
     weights_mib = path.stat().st_size / 2**20
     sizes = {}
     for embedding in ("false", "true"):
-        with running_server(path, "--use_mmap", "false", "--embedding", embedding, "--n_ctx", "256",
-                            "--n_parallel", "1") as base:
+        with running_server(path, "--use_mmap", "false", "--embedding", embedding, "--pooling", "last",
+                            "--n_ctx", "256", "--n_parallel", "1") as base:
             routes = [("/v1/completions", {"prompt": "hello", "max_tokens": 2})]
             if embedding == "true":
                 routes.append(("/v1/embeddings", {"input": "hello world"}))
@@ -215,5 +215,25 @@ def test_the_prompt_cache_gives_back_a_prefix_a_slot_lost(tiny_spm):
             again = run_job(engine, Request(first, params), max_tokens=8)
             assert again[-1].timings["cache_n"] >= len(first) - 1  # its prefix came back from RAM
             assert "".join(e.text for e in again) == "".join(e.text for e in expected)
+        finally:
+            engine.close()
+
+
+def test_a_full_shared_cache_ends_one_request_with_an_error(tiny_spm):
+    with Model(tiny_spm[0]) as model:
+        engine = Engine(model, n_ctx=256, n_parallel=2, n_batch=256, n_threads=2)
+        try:
+            params = SamplingParams(temperature=0, logit_bias=READABLE)
+            outcomes: queue.Queue[list[Event]] = queue.Queue()
+            prompts = [model.tokenize("hello world " * 20)[:100], model.tokenize("the planets " * 20)[:100]]
+            threads = [threading.Thread(target=lambda p=p: outcomes.put(run_job(engine, Request(p, params), 120)))
+                       for p in prompts]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            finals = sorted((outcomes.get()[-1] for _ in prompts), key=lambda e: e.error is None)
+            assert "context size has been exceeded" in finals[0].error  # 2 x (100 + 120) > 256 cells
+            assert finals[1].error is None and finals[1].usage["completion_tokens"] == 120
         finally:
             engine.close()

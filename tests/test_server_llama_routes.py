@@ -204,8 +204,14 @@ def test_embeddings_take_token_ids_and_base64(tiny_bert):
     with running_server(tiny_bert[0], "--embedding", "-c", "128") as base:
         ids = post(f"{base}/tokenize", {"content": "hello world", "add_special": True})[1]["tokens"]
         by_text = post(f"{base}/v1/embeddings", {"input": "hello world"})[1]["data"][0]["embedding"]
-        by_ids = post(f"{base}/embeddings", {"input": ids})[1]["data"][0]["embedding"]
+        by_ids = post(f"{base}/v1/embeddings", {"input": ids})[1]["data"][0]["embedding"]
         assert by_ids == pytest.approx(by_text, abs=1e-5)
+        native = post(f"{base}/embeddings", {"input": [{"prompt_string": "hello world"}, [ids[0], "hello world"]],
+                                             "embd_normalize": -1})[1]
+        assert [item["index"] for item in native] == [0, 1] and len(native[0]["embedding"]) == 1  # one pooled row
+        assert np.linalg.norm(native[0]["embedding"][0]) != pytest.approx(1.0)  # not normalized, as asked
+        status, out, _ = post(f"{base}/v1/embeddings", {"input": "hello " * 200})
+        assert status == 400 and "too large" in out["error"]["message"]
         packed = post(f"{base}/v1/embeddings", {"input": ["hello world"], "encoding_format": "base64"})[1]
         vector = np.frombuffer(base64.b64decode(packed["data"][0]["embedding"]), dtype=np.float32)
         assert vector.tolist() == pytest.approx(by_text, abs=1e-5)
@@ -266,3 +272,12 @@ def test_a_plain_request_whose_client_left_frees_its_slot(tiny_spm):
             time.sleep(0.1)
         assert not slot["is_processing"] and slot["next_token"][0]["n_remain"] == -1
         assert slot["n_cached"] > 2  # it did generate before the client left
+
+
+def test_slots_can_have_their_own_share_of_the_context(tiny_spm):
+    with running_server(tiny_spm[0], "-c", "512", "-np", "2", "--no-kv-unified") as base:
+        assert get(f"{base}/props")["default_generation_settings"]["n_ctx"] == 256
+        status, out, _ = post(f"{base}/completion", {"prompt": "hello world " * 30, "n_predict": 4})
+        assert status == 400 and out["error"]["n_ctx"] == 256
+        status, out, _ = post(f"{base}/completion", {"prompt": "hello", **GREEDY})
+        assert status == 200 and out["tokens_predicted"] < 256

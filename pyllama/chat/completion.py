@@ -11,6 +11,7 @@ needs a template and a vocabulary, never a whole model or Llama.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
@@ -25,6 +26,7 @@ from .template import ChatTemplate
 
 ROLES = {"system", "developer", "user", "assistant", "tool", "function"}
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+THINK_TAGS = ((THINK_OPEN, THINK_CLOSE), ("<|START_THINKING|>", "<|END_THINKING|>"))
 
 
 def _text_of(content: Any, where: str, media: MediaParts | None = None) -> str | None:
@@ -147,7 +149,7 @@ def plan_chat(template: ChatTemplate, vocab: Vocab, messages: Sequence[Mapping[s
             grammar = tooling.generic_grammar(known, choice)
             triggers = (tooling.GENERIC_TRIGGER,) if choice == "auto" else ()
     prompt = _rendered(template, messages, offered, add_generation_prompt, continue_final_message,
-                       dict(template_kwargs or {}))
+                       {**_today(), **(template_kwargs or {})})
     chunks: Mapping[int, MediaChunk] = {}
     if collected is not None and collected.parts:
         tokenized = collected.tokenize(prompt, media, template.bos_token if vocab.add_bos else "")
@@ -162,17 +164,32 @@ def plan_chat(template: ChatTemplate, vocab: Vocab, messages: Sequence[Mapping[s
                     reasoning, chunks)
 
 
+def _today() -> dict[str, str]:
+    """The dates llama.cpp gives every template (Llama 3.x prints ``date_string``)."""
+    now = datetime.datetime.now()
+    return {"date_string": now.strftime("%d %b %Y"), "datetime": now.strftime("%b %d %Y")}
+
+
 def _rendered(template: ChatTemplate, messages: list[dict[str, Any]], tools: Any, add_generation_prompt: bool,
               continue_final: bool, extra: dict[str, Any]) -> str:
     """The prompt. A final assistant message with text is a prefill: the reply continues it
-    instead of starting a new turn (llama-server's behaviour; vLLM's continue_final_message)."""
+    instead of starting a new turn (llama-server's behaviour; vLLM's continue_final_message).
+    With ``enable_thinking`` false, a thinking block the generation prompt opens is closed at
+    once, so the reply starts with the answer (what llama.cpp does for such templates)."""
     last = messages[-1]
     if (continue_final or add_generation_prompt) and last["role"] == "assistant" and len(messages) > 1 \
             and isinstance(last.get("content"), str) and not last.get("tool_calls"):
         return template.render(messages[:-1], tools=tools, add_generation_prompt=True, **extra) + last["content"]
     if continue_final:
         raise ValueError("continue_final_message needs a final assistant message with text")
-    return template.render(messages, tools=tools, add_generation_prompt=add_generation_prompt, **extra)
+    prompt = template.render(messages, tools=tools, add_generation_prompt=add_generation_prompt, **extra)
+    if add_generation_prompt and extra.get("enable_thinking") is False:
+        opened = next((pair for pair in THINK_TAGS if prompt.rstrip().endswith(pair[0])), None)
+        if opened is not None:
+            prompt += opened[1]
+        elif THINK_TAGS[1][0] in template.source and THINK_TAGS[1][0] not in prompt[-200:]:
+            prompt += "".join(THINK_TAGS[1])  # Command R7B: an empty thinking block
+    return prompt
 
 
 def chat_header(model: str) -> dict[str, Any]:

@@ -134,15 +134,16 @@ class Engine:
     def __init__(self, model: Model, *, n_ctx: int, n_parallel: int = 4, n_batch: int = 512, n_ubatch: int = 512,
                  max_queue: int = 64, context_shift: bool = False, drafters: Sequence[Drafter] = (),
                  max_draft: int = 16, min_draft: int = 0, prompt_cache: RAMCache | None = None,
-                 **context_options: Any) -> None:
+                 kv_unified: bool = True, **context_options: Any) -> None:
         """``drafters``: one per slot for speculative decoding (none: plain decoding);
         ``context_options`` go to the shared Context (threads, flash attention, KV cache types...)."""
         self.model = model
         self.context = Context(model, n_ctx=n_ctx, n_batch=n_batch, n_ubatch=min(n_batch, n_ubatch),
-                               n_seq_max=n_parallel, kv_unified=True, **context_options)
+                               n_seq_max=n_parallel, kv_unified=kv_unified, **context_options)
         self.context_shift = context_shift
         self.prompt_cache = prompt_cache
-        self.n_ctx = self.context.n_ctx
+        # what one slot may hold: everything with a unified KV cache (slots share it), else its share
+        self.n_ctx = self.context.n_ctx_seq
         self.n_batch = n_batch
         self.max_queue = max_queue
         self.slots = [_Slot(i) for i in range(n_parallel)]
@@ -509,9 +510,8 @@ class Engine:
 
     def _end_largest(self) -> None:
         """The shared KV cache is full with only active requests: end the one holding the most
-        of it (finish reason "length"); the others go on."""
+        of it with an error that says so (as llama-server does; a reply cut short is not one
+        that reached its limit); the others go on."""
         victim = max((s for s in self.slots if s.job is not None), key=lambda s: len(s.tokens))
-        event = victim.generation.finish("length")
-        self.context.kv_remove(victim.seq_id)
-        victim.tokens = []
-        self._finish(victim, event)
+        self._fail(victim, f"the context size has been exceeded: the KV cache the {len(self.slots)} slots share is "
+                           f"full ({self.context.n_ctx} tokens)")

@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from .._version import __version__
+from ..enums import PoolingType
 from ..rerank import ranking
 from .errors import RequestError, error_response
 from .schemas import DetokenizeRequest, EmbeddingRequest, RerankRequest, TokenizeRequest
@@ -51,6 +52,16 @@ METRICS: list[tuple[str, str, str, Callable[[Engine], float]]] = [
     ("n_busy_slots_per_decode", "gauge", "Average number of busy slots per llama_decode() call",
      lambda e: _rate(e.stats.busy_slot_decodes, e.stats.decodes)),
 ]
+
+
+def _inputs(raw: Any) -> list[Any]:
+    """The prompts of an embedding request: one (text, ids, ids mixed with text, an object) or a
+    list of them."""
+    if not isinstance(raw, list):
+        return [raw]
+    if any(isinstance(part, int) for part in raw) and all(isinstance(part, (int, str)) for part in raw):
+        return [raw]  # one prompt of token ids, perhaps with text pieces
+    return list(raw)
 
 
 def router(services: Services) -> APIRouter:
@@ -126,17 +137,13 @@ def router(services: Services) -> APIRouter:
         return {"content": text}
 
     @api.post("/v1/embeddings", tags=["OpenAI"])
-    @api.post("/embeddings", include_in_schema=False)
     async def embeddings(body: EmbeddingRequest) -> dict[str, Any]:
+        """OpenAI's embeddings: one pooled vector per input."""
         service = services.pick(body.model)
-        raw = body.input
-        if isinstance(raw, str):
-            inputs: list[Any] = [raw]
-        elif all(isinstance(item, int) for item in raw):
-            inputs = [list(raw)]  # one input given as token ids
-        else:
-            inputs = list(raw)
-        vectors, count = await run_in_threadpool(service.embed, inputs)
+        if service.embedder is not None and service.embedder.pooling_type == PoolingType.NONE:
+            raise RequestError(400, "/v1/embeddings needs pooled embeddings; this server has --pooling none "
+                                    "(use /embeddings for a vector per token)", code="pooling_none")
+        vectors, count = await run_in_threadpool(service.embed, _inputs(body.input), body.embd_normalize)
         data = []
         for i, vector in enumerate(vectors):
             if body.dimensions is not None:
@@ -146,6 +153,17 @@ def router(services: Services) -> APIRouter:
             data.append({"object": "embedding", "embedding": vector, "index": i})
         return {"object": "list", "model": service.name, "data": data,
                 "usage": {"prompt_tokens": count, "total_tokens": count}}
+
+    @api.post("/embeddings", tags=["llama.cpp"])
+    @api.post("/embedding", include_in_schema=False)
+    async def native_embeddings(body: EmbeddingRequest) -> list[dict[str, Any]]:
+        """llama.cpp's embeddings: a list of ``{index, embedding}``, the embedding a list of rows
+        (one per token with --pooling none, which is not normalized, else one)."""
+        service = services.pick(body.model)
+        pooled = service.embedder is None or service.embedder.pooling_type != PoolingType.NONE
+        norm = body.embd_normalize if pooled else -1
+        vectors, _ = await run_in_threadpool(service.embed, _inputs(body.input), norm)
+        return [{"index": i, "embedding": vector if not pooled else [vector]} for i, vector in enumerate(vectors)]
 
     @api.post("/v1/rerank", tags=["Jina/Cohere"])
     @api.post("/rerank", include_in_schema=False)

@@ -268,12 +268,28 @@ class ChatRequest(GenerationFields):
         return self
 
 
+class PromptString(Body):
+    prompt_string: str
+
+
+class PromptContent(Body):
+    content: list[TextPart]
+
+
+# llama.cpp's input objects: {"prompt_string": ...} or {"content": [text parts]}
+InputObject = Union[PromptString, PromptContent]
+EmbeddingPrompt = Union[str, InputObject, Annotated[list[PromptPart], Field(min_length=1)]]
+
+
 class EmbeddingRequest(Body):
     model_config = ConfigDict(json_schema_extra={"examples": [{"input": ["hello world", "the planets"]}]})
 
-    input: Union[str, Annotated[list[str], Field(min_length=1)], Annotated[list[TokenId], Field(min_length=1)],
-                 Annotated[list[Annotated[list[TokenId], Field(min_length=1)]], Field(min_length=1)]]
+    input: Union[str, InputObject, Annotated[list[Union[PromptPart, InputObject, Annotated[list[PromptPart],
+                                                                                         Field(min_length=1)]]],
+                                             Field(min_length=1)]] = Field(
+        ..., description="text, token ids (with text pieces), an input object, or a list of these")
     model: str | None = None
+    embd_normalize: float = Field(2, ge=-1, description="-1 none, 0 max-absolute, 1 taxicab, 2 Euclidean, p: p-norm")
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = Field(None, ge=1)
     user: str | None = None

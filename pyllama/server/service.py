@@ -36,7 +36,7 @@ from .errors import RequestError
 from .media_fetch import fetch_media
 from .grammar_limits import grammar_problem
 from .ranking import Ranker
-from .schemas import ChatRequest, GenerationFields
+from .schemas import ChatRequest, GenerationFields, PromptContent, PromptString
 from .settings import Settings
 
 # request fields that map onto SamplingParams as they are, and those whose name differs
@@ -64,7 +64,7 @@ class ModelService:
                              n_ubatch=settings.n_ubatch, max_queue=settings.max_queue,
                              context_shift=settings.context_shift, flash_attn=settings.flash_attn,
                              drafters=self._drafters(n_ctx), max_draft=settings.draft_max,
-                             min_draft=settings.draft_min,
+                             min_draft=settings.draft_min, kv_unified=settings.kv_unified,
                              prompt_cache=RAMCache(settings.cache_ram_mib << 20) if settings.cache_ram_mib else None,
                              type_k=_cache_type(settings.cache_type_k), type_v=_cache_type(settings.cache_type_v),
                              swa_full=settings.swa_full, **threads)
@@ -112,7 +112,8 @@ class ModelService:
         self.model.close()
 
     # --- prompts --------------------------------------------------------------------------
-    def tokenize_prompt(self, prompt: str | Sequence[int | str], field: str = "prompt") -> list[int]:
+    def tokenize_prompt(self, prompt: str | Sequence[int | str], field: str = "prompt",
+                        check_room: bool = True) -> list[int]:
         """Token ids of one prompt: text, token ids, or both mixed (llama.cpp)."""
         if isinstance(prompt, str):
             tokens = self.vocab.tokenize(prompt, add_special=True, parse_special=True)
@@ -129,7 +130,8 @@ class ModelService:
                 first = False
         if not tokens:
             raise RequestError(400, f"'{field}' is empty", field)
-        self._check_room(tokens, field)
+        if check_room:
+            self._check_room(tokens, field)
         return tokens
 
     def _check_room(self, tokens: Sequence[int], field: str) -> None:
@@ -160,7 +162,8 @@ class ModelService:
                 function_call=call, response_format=_response_format(body), stop=body.stop,
                 grammar=self._grammar_of(body), reasoning=body.reasoning, media=self.media,
                 add_generation_prompt=body.add_generation_prompt is not False,
-                continue_final_message=body.continue_final_message, template_kwargs=body.chat_template_kwargs)
+                continue_final_message=body.continue_final_message,
+                template_kwargs={**_THINKING[self.settings.thinking], **(body.chat_template_kwargs or {})})
         except MediaTooLargeError as exc:
             raise RequestError(413, str(exc), "messages") from exc
         except (ValueError, TypeError, LlamaError) as exc:  # messages, tools, a template that failed
@@ -350,14 +353,27 @@ class ModelService:
                 job.cancelled.set()  # a client that went away frees its slots at the next step
 
     # --- embeddings ---------------------------------------------------------------------------
-    def embed(self, inputs: list[str | list[int]]) -> tuple[list, int]:
+    def embed(self, inputs: list[Any], norm: float = 2) -> tuple[list, int]:
+        """Embeddings of the inputs (text, ids mixed with text, llama.cpp's input objects)."""
         if self.embedder is None:
             raise RequestError(400, "this server was started without --embedding", code="embeddings_disabled")
+        prompts = []
+        for i, item in enumerate(inputs):
+            if isinstance(item, PromptString):
+                item = item.prompt_string
+            elif isinstance(item, PromptContent):
+                item = "".join(part.text for part in item.content)
+            field = f"input[{i}]" if len(inputs) > 1 else "input"
+            prompts.append(self.vocab.tokenize(item, add_special=True, parse_special=True) if isinstance(item, str)
+                           else self.tokenize_prompt(item, field, check_room=False))
         with self._embed_lock:
             try:
-                return embed(self.embedder, inputs)
+                return embed(self.embedder, prompts, normalize=norm, truncate=False)
             except (ValueError, LlamaError) as exc:
                 raise RequestError(400, str(exc), "input") from exc
+
+
+_THINKING = {"on": {"enable_thinking": True}, "off": {"enable_thinking": False}, "auto": {}}  # --reasoning
 
 
 def _cache_type(name: str | None) -> GGMLType | None:

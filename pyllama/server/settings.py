@@ -61,6 +61,8 @@ class Settings:
     verbose: bool = False
     webui: bool = True
     slots: bool = True
+    thinking: str = "auto"
+    kv_unified: bool = True
     metrics: bool = False
     mmproj: str | None = None  # multimodal projector: images (and audio) in chat messages
     allow_remote_media: bool = False  # let requests name http(s) image URLs the server downloads
@@ -131,6 +133,9 @@ OPTIONS = [
     Option("flash_attn", _auto_flag, "flash attention: on, off or auto (default auto)", ("-fa",)),
     Option("cache_type_k", str, "KV cache type for K (f16, q8_0, q4_0, ...)", ("-ctk",)),
     Option("cache_type_v", str, "KV cache type for V (needs flash attention when quantized)", ("-ctv",)),
+    Option("kv_unified", _flag, "one KV cache shared by the slots, so one request may use all of it (default "
+                                "true); off: each slot gets n_ctx / n_parallel", ("-kvu",), switch=True,
+           negation="--no-kv-unified"),
     Option("swa_full", _flag, "full-size KV cache for sliding-window attention", switch=True),
     Option("context_shift", _flag, "when a reply reaches the end of the context, drop the older half and go on",
            switch=True, negation="--no-context-shift"),
@@ -139,6 +144,8 @@ OPTIONS = [
     Option("n_predict", int, "default token limit for requests that do not set one", ("-n", "--predict")),
     Option("cors_origins", _names, "origins allowed to call the API from a browser, comma-separated (* for any)"),
     Option("slots", _flag, "serve /slots (default true)", switch=True, negation="--no-slots"),
+    Option("thinking", str, "let models that can think do so: on, off or auto (default auto: as the template "
+                            "decides)", ("-rea", "--reasoning")),
     Option("metrics", _flag, "serve Prometheus /metrics (default false)", switch=True),
     Option("slot_save_path", str, "folder for /slots save and restore (off without it)"),
     Option("cache_ram_mib", int, "MiB of RAM that keep prompt states of slots reused for other prompts",
@@ -274,6 +281,8 @@ def _settings(parser: argparse.ArgumentParser, values: dict) -> Settings:
     for name in ("cache_type_k", "cache_type_v"):
         if values.get(name) is not None and values[name].upper() not in KV_CACHE_TYPES:
             parser.error(f"--{name.replace('_', '-')} must be one of {', '.join(sorted(KV_CACHE_TYPES)).lower()}")
+    if values.get("thinking", "auto") not in ("on", "off", "auto"):
+        parser.error(f"--reasoning must be on, off or auto, not {values['thinking']!r}")
     if values.get("pooling") not in (None, "none", "mean", "cls", "last", "rank"):
         parser.error(f"--pooling must be none, mean, cls, last or rank, not {values['pooling']!r}")
     if values.get("spec_type") is not None and values["spec_type"] != "none" and "ngram" not in values["spec_type"]:
