@@ -174,6 +174,17 @@ def test_bad_requests_raise_value_errors(llm, bad, message):
         llm.create_chat_completion([{"role": "wizard", "content": "hi"}])
     with pytest.raises(ValueError, match="non-empty"):
         llm.create_chat_completion([])
+    with pytest.raises(ValueError, match="2 or more assistant messages"):
+        llm.create_chat_completion([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "a"},
+                                    {"role": "assistant", "content": "b"}])
+
+
+def test_a_final_assistant_message_is_continued(llm):
+    messages = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "The answer is"}]
+    prompt = llm.chat_template.render(messages[:1], add_generation_prompt=True) + "The answer is"
+    out = llm.create_chat_completion(messages, max_tokens=3, temperature=0)
+    expected = llm(llm.tokenize(prompt, special=True), max_tokens=3, temperature=0)
+    assert out["choices"][0]["message"]["content"] == expected["choices"][0]["text"]
 
 
 def test_reasoning_is_separated(llm):

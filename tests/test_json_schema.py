@@ -43,6 +43,8 @@ SCHEMAS = {
         "next": {"anyOf": [{"$ref": "#/$defs/node"}, {"type": "null"}]}}, "required": ["v", "next"]}},
         "$ref": "#/$defs/node"},
     "type-list": {"type": ["integer", "null"]},
+    "tuple-items": {"$schema": "http://json-schema.org/draft-04/schema#", "type": "array",  # items as a list
+                    "items": [{"type": "integer"}, {"type": "string", "maxLength": 3}]},
     "number": {"type": "object", "properties": {"x": {"type": "number"}}, "required": ["x"]},
 }
 

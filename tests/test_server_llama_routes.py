@@ -168,10 +168,12 @@ def test_context_shift_lets_a_reply_outgrow_the_context(tiny_spm):
     with running_server(tiny_spm[0], "-c", "256", "-np", "1", "--context-shift") as base:
         status, out, _ = post(f"{base}/completion", {"prompt": "hello world", "n_predict": 600, "n_keep": 2,
                                                      **GREEDY})
-        assert status == 200 and out["tokens_predicted"] == 600 and out["stop_type"] == "limit"
+        assert status == 200 and out["tokens_predicted"] == 600 and out["stop_type"] == "limit" and out["truncated"]
     with running_server(tiny_spm[0], "-c", "256", "-np", "1") as base:
         status, out, _ = post(f"{base}/completion", {"prompt": "hello world", **GREEDY})
-        assert status == 200 and out["tokens_predicted"] < 256 and out["stop_type"] == "limit"
+        assert status == 200 and out["tokens_predicted"] < 256 and out["stop_type"] == "limit" and out["truncated"]
+        status, out, _ = post(f"{base}/completion", {"prompt": "hello world", "n_predict": 8, **GREEDY})
+        assert not out["truncated"]  # its own limit, not the context's
 
 
 def test_infill_on_a_model_with_fim_tokens(models_dir):

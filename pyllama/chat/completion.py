@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import json
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
@@ -149,7 +150,7 @@ def plan_chat(template: ChatTemplate, vocab: Vocab, messages: Sequence[Mapping[s
             grammar = tooling.generic_grammar(known, choice)
             triggers = (tooling.GENERIC_TRIGGER,) if choice == "auto" else ()
     prompt = _rendered(template, messages, offered, add_generation_prompt, continue_final_message,
-                       {**_today(), **(template_kwargs or {})})
+                       {**_context(template, offered), **(template_kwargs or {})})
     chunks: Mapping[int, MediaChunk] = {}
     if collected is not None and collected.parts:
         tokenized = collected.tokenize(prompt, media, template.bos_token if vocab.add_bos else "")
@@ -164,10 +165,15 @@ def plan_chat(template: ChatTemplate, vocab: Vocab, messages: Sequence[Mapping[s
                     reasoning, chunks)
 
 
-def _today() -> dict[str, str]:
-    """The dates llama.cpp gives every template (Llama 3.x prints ``date_string``)."""
+def _context(template: ChatTemplate, tools: Sequence[Mapping[str, Any]] | None) -> dict[str, str]:
+    """What llama.cpp gives templates besides the messages: today's date (Llama 3.x prints
+    ``date_string``, FireFunction ``datetime``), and to a template that adds ``functions`` to its
+    text (FireFunction) the tools' specs as that text."""
     now = datetime.datetime.now()
-    return {"date_string": now.strftime("%d %b %Y"), "datetime": now.strftime("%b %d %Y")}
+    context = {"date_string": now.strftime("%d %b %Y"), "datetime": now.strftime("%b %d %Y")}
+    if "+ functions" in template.source:
+        context["functions"] = json.dumps([tool.get("function", tool) for tool in tools or []], indent=2)
+    return context
 
 
 def _rendered(template: ChatTemplate, messages: list[dict[str, Any]], tools: Any, add_generation_prompt: bool,
@@ -177,6 +183,8 @@ def _rendered(template: ChatTemplate, messages: list[dict[str, Any]], tools: Any
     With ``enable_thinking`` false, a thinking block the generation prompt opens is closed at
     once, so the reply starts with the answer (what llama.cpp does for such templates)."""
     last = messages[-1]
+    if last["role"] == "assistant" and len(messages) > 1 and messages[-2]["role"] == "assistant":
+        raise ValueError("cannot have 2 or more assistant messages at the end of the list")
     if (continue_final or add_generation_prompt) and last["role"] == "assistant" and len(messages) > 1 \
             and isinstance(last.get("content"), str) and not last.get("tool_calls"):
         return template.render(messages[:-1], tools=tools, add_generation_prompt=True, **extra) + last["content"]

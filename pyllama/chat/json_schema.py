@@ -225,8 +225,10 @@ class _Converter:
 
     def array(self, schema: Mapping[str, Any], name: str, path: str) -> str:
         self.primitive("ws")
-        if "prefixItems" in schema:
-            items = [self.visit(s, f"{name}-{i}", f"{path}/prefixItems/{i}") for i, s in enumerate(schema["prefixItems"])]
+        tuple_items = schema.get("prefixItems", schema.get("items") if isinstance(schema.get("items"), list) else None)
+        if tuple_items is not None:  # prefixItems, or draft-04's list form of items
+            key = "prefixItems" if "prefixItems" in schema else "items"
+            items = [self.visit(s, f"{name}-{i}", f"{path}/{key}/{i}") for i, s in enumerate(tuple_items)]
             return self.rule(name, '"[" ws ' + ' "," ws '.join(items) + ' "]" ws')
         item = self.visit(schema.get("items", True), f"{name}-item", f"{path}/items")
         low, high = int(schema.get("minItems", 0)), schema.get("maxItems")

@@ -36,7 +36,8 @@ def _too_large(where: str, size: int, limit: int, what: str) -> MediaTooLargeErr
                               "(media_max_bytes)")
 
 
-def _base64(text: str, where: str, what: str, limit: int | None) -> bytes:
+def base64_bytes(text: str, where: str, what: str = "data", limit: int | None = None) -> bytes:
+    """Decoded base64, refused (before decoding) when larger than ``limit``."""
     compact = re.sub(r"\s+", "", text)
     size = len(compact) * 3 // 4 - compact[-2:].count("=")  # what it decodes to, before decoding it
     if limit is not None and size > limit:
@@ -53,7 +54,7 @@ def data_url_bytes(url: str, where: str, limit: int | None = None) -> bytes:
     if match is None:
         raise MediaError(f"{where}: not a data URL (data:image/png;base64,...)")
     if ";base64" in match["params"].lower():
-        return _base64(match["data"], where, "image", limit)
+        return base64_bytes(match["data"], where, "image", limit)
     data = urllib.parse.unquote_to_bytes(match["data"])
     if limit is not None and len(data) > limit:
         raise _too_large(where, len(data), limit, "image")
@@ -90,7 +91,7 @@ class MediaReader:
             if str(audio.get("format", "")).lower() not in AUDIO_FORMATS:
                 raise MediaError(f"{where}: input_audio format must be one of {', '.join(AUDIO_FORMATS)}, "
                                  f"not {audio.get('format')!r}")
-            data = _base64(audio["data"], where, "audio", self.max_bytes)
+            data = base64_bytes(audio["data"], where, "audio", self.max_bytes)
             return self.projector.load(data, what=f"{where} (audio)")
         raise MediaError(f"{where}: {kind!r} is not a media part ({', '.join(MEDIA_PARTS)})")
 

@@ -75,6 +75,8 @@ class Event:
     stop_word: str | None = None  # the stop string that ended it, if one did
     error: str | None = None  # set by the server's engine when this request failed
     ids: list[int] = dataclasses.field(default_factory=list)  # the generated token ids behind the text
+    truncated: bool = False  # the context cut the text short: shifted, or full before the request's limit
+    progress: dict[str, float] | None = None  # prompt evaluation so far (total, cache, processed, time_ms)
 
 
 def _log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -139,18 +141,20 @@ class Generation:
         self.generated = 0
         self.last_token = -1
         self.finish_reason: str | None = None
+        self.truncated = False  # set when the context shifted under it
+        self.limited_by_context = False  # the limit is the room left, not one the request set
         self.prompt_evaluated = len(request.prompt_tokens)  # the driver lowers it when it reused a cached prefix
         self._is_eog = model.vocab.is_eog
         self._piece = model.vocab.token_to_piece
         self._pending: list[TokenInfo] = []
         self._pending_ids: list[int] = []
-        self._started = time.perf_counter()
+        self.started = time.perf_counter()
         self._first_token: float | None = None
         self._finished: float | None = None
 
     def start_clock(self) -> None:
         """Timings count from now (a queued request's wait is not prompt time)."""
-        self._started = time.perf_counter()
+        self.started = time.perf_counter()
 
     def sample(self, context: Context, row: int = -1) -> int:
         """Pick the next token from batch row ``row`` of the context's last decode."""
@@ -187,8 +191,9 @@ class Generation:
         """End the generation (also when the driver ran out of context): the last Event."""
         self.finish_reason = reason
         self._finished = time.perf_counter()
+        truncated = self.truncated or (reason == "length" and self.limited_by_context)
         event = Event(text + self.stream.finish(), self._pending, reason, self.usage, self.timings,
-                      self.stream.stopped_by, ids=self._pending_ids)
+                      self.stream.stopped_by, ids=self._pending_ids, truncated=truncated)
         self._pending, self._pending_ids = [], []
         return event
 
@@ -202,7 +207,7 @@ class Generation:
         """llama-server's ``timings``: prompt evaluation (up to the first token) and generation."""
         first = self._first_token or time.perf_counter()
         end = self._finished or time.perf_counter()
-        prompt_ms, predicted_ms = 1e3 * (first - self._started), 1e3 * (end - first)
+        prompt_ms, predicted_ms = 1e3 * (first - self.started), 1e3 * (end - first)
         prompt_n, predicted_n = self.prompt_evaluated, self.generated
         return {
             "cache_n": len(self.request.prompt_tokens) - prompt_n,

@@ -109,19 +109,70 @@ async def stream_chat(service: ModelService, body: ChatRequest, details: bool = 
     for chunker in chunkers:
         yield {**chunker.start(), "prompt_tokens": len(request.prompt_tokens)} if details else chunker.start()
     async for index, event in prepend(first, events):
+        if event.progress is not None:
+            yield {**header, "object": "chat.completion.chunk", "prompt_progress": event.progress}
+            continue
         out = chunkers[index].feed(_part(event, body.logprobs, offsets[index]))
         offsets[index] += sum(len(t.text) for t in event.tokens)
+        if event.timings is not None and out:  # the last chunk of a choice, or each with timings_per_token
+            out[-1]["timings"] = event.timings
         if event.finish_reason is not None:
             generated += (event.usage or {}).get("completion_tokens", 0)
-            if out:
-                out[-1]["timings"] = event.timings
-                if details:
-                    out[-1]["choices"][0]["stop_word"] = event.stop_word
+            if details and out:
+                out[-1]["choices"][0]["stop_word"] = event.stop_word
         for chunk in out:
             yield chunk
     if body.stream_options is not None and body.stream_options.include_usage:
         yield {**header, "object": "chat.completion.chunk", "choices": [],
                "usage": _usage(len(request.prompt_tokens), generated)}
+
+
+class ChunkEvents:
+    """Another API's event stream from :func:`stream_chat`'s chunks (``details=True``), for
+    one choice: subclasses say how the reply starts, how reasoning and text are written, how a
+    tool call and the end of a block look, and how the reply ends; the reading is done here."""
+
+    REASONING, TEXT = "reasoning", "text"  # what the subclass calls the two kinds of text
+
+    def __init__(self) -> None:
+        self.finish: str | None = None
+        self.stop_word: str | None = None
+        self.cached = 0  # prompt tokens that came from a cache
+
+    def feed(self, chunk: dict[str, Any]) -> list[dict[str, Any]]:
+        if "prompt_progress" in chunk:  # llama.cpp's own telemetry: no event of these APIs
+            return []
+        out = self.start(chunk["prompt_tokens"]) if "prompt_tokens" in chunk else []  # the first chunk
+        if not chunk["choices"]:  # the usage chunk, after the choice's last
+            return out + self.end(chunk["usage"])
+        choice = chunk["choices"][0]
+        delta = choice["delta"]
+        if delta.get("reasoning_content"):
+            out += self.write(self.REASONING, delta["reasoning_content"])
+        if delta.get("content"):
+            out += self.write(self.TEXT, delta["content"])
+        for call in delta.get("tool_calls") or []:
+            out += self.close() + self.tool_call(call)
+        if choice["finish_reason"] is not None:
+            self.finish, self.stop_word = choice["finish_reason"], choice.get("stop_word")
+            self.cached = (chunk.get("timings") or {}).get("cache_n", 0)
+            out += self.close()
+        return out
+
+    def start(self, prompt_tokens: int) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    def write(self, kind: str, text: str) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    def tool_call(self, call: dict[str, Any]) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    def close(self) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    def end(self, usage: dict[str, int]) -> list[dict[str, Any]]:
+        raise NotImplementedError
 
 
 def router(services: Services) -> APIRouter:
@@ -135,9 +186,15 @@ def router(services: Services) -> APIRouter:
             return sse(*await started(stream_chat(service, body)))
         return JSONResponse(await complete_chat(service, body))
 
+    @api.post("/v1/chat/completions/input_tokens", summary="tokens a chat request's prompt takes", tags=["llama.cpp"])
+    @api.post("/chat/completions/input_tokens", include_in_schema=False)
+    async def input_tokens(body: ChatRequest) -> dict[str, int]:
+        plan = await services.pick(body.model).plan_chat(body, check_room=False)
+        return {"input_tokens": len(plan.prompt_tokens)}
+
     @api.post("/apply-template", summary="the prompt a chat request renders to", tags=["llama.cpp"])
     async def apply_template(body: ChatRequest) -> dict[str, str]:
-        plan = await services.pick(body.model).plan_chat(body)
+        plan = await services.pick(body.model).plan_chat(body, check_room=False)  # rendering only
         return {"prompt": plan.prompt}
 
     return api

@@ -10,25 +10,30 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any
+from typing import Any, Union
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from ..generation.core import Event, Request, TokenInfo
+from ..multimodal import MediaPrompt
 from ..results import completion_probabilities, logprobs_dict
 from .errors import RequestError
-from .schemas import MAX_CHOICES, CompletionRequest, GenerationFields, InfillRequest
+from .schemas import MAX_CHOICES, CompletionRequest, GenerationFields, InfillRequest, JSONPrompt
 from .engine import Job
 from .service import ModelService
 from .services import Services
 from .sse import prepend, sse, started
 
 
-def prompts_of(prompt: str | list[Any]) -> list[str | list[int | str]]:
-    """A request's prompts: text, token ids, ids mixed with text (llama.cpp), or a list of those."""
-    if isinstance(prompt, str):
+Prompted = Union[list[int], MediaPrompt]  # a prompt's tokens, with its media if it has any
+
+
+def prompts_of(prompt: str | JSONPrompt | list[Any]) -> list[str | JSONPrompt | list[int | str]]:
+    """A request's prompts: text, token ids, ids mixed with text or a prompt object (llama.cpp),
+    or a list of those."""
+    if isinstance(prompt, (str, JSONPrompt)):
         return [prompt]
     ids, lists = any(isinstance(part, int) for part in prompt), any(isinstance(part, list) for part in prompt)
     if ids and lists:
@@ -37,13 +42,17 @@ def prompts_of(prompt: str | list[Any]) -> list[str | list[int | str]]:
     return [prompt] if ids else list(prompt)  # one prompt of ids (and text pieces, as llama.cpp allows), or several
 
 
-def completion_prompts(service: ModelService, body: CompletionRequest) -> list[Callable[[], list[int]]]:
-    """How to tokenize each of a completion request's prompts (text, ids, or fill-in-the-middle)."""
+def completion_prompts(service: ModelService, body: CompletionRequest) -> list[Callable[[], Prompted]]:
+    """How to tokenize each of a completion request's prompts (text, ids, a prompt object with
+    media, or fill-in-the-middle)."""
     prompts = prompts_of(body.prompt)
 
-    def tokens_of(i: int, prompt: str | list[int | str]) -> list[int]:
+    def tokens_of(i: int, prompt: str | JSONPrompt | list[int | str]) -> Prompted:
+        field = "prompt" if len(prompts) == 1 else f"prompt[{i}]"
+        if isinstance(prompt, JSONPrompt):
+            return service.tokenize_json_prompt(prompt, field)
         if body.suffix is None:
-            return service.tokenize_prompt(prompt, "prompt" if len(prompts) == 1 else f"prompt[{i}]")
+            return service.tokenize_prompt(prompt, field)
         if not isinstance(prompt, str):
             raise RequestError(400, "'suffix' needs a text prompt", "suffix")
         return service.fill_in_the_middle(prompt, body.suffix)
@@ -51,7 +60,7 @@ def completion_prompts(service: ModelService, body: CompletionRequest) -> list[C
     return [lambda i=i, p=p: tokens_of(i, p) for i, p in enumerate(prompts)]
 
 
-async def prepare(service: ModelService, body: GenerationFields, prompts: Sequence[Callable[[], list[int]]],
+async def prepare(service: ModelService, body: GenerationFields, prompts: Sequence[Callable[[], Prompted]],
                   logprobs: int | None) -> tuple[list[Request], list[Job]]:
     """One generation Request per prompt and a job per choice, tokenized and constrained off the
     event loop."""
@@ -63,7 +72,13 @@ async def prepare(service: ModelService, body: GenerationFields, prompts: Sequen
         grammar = service.constraint(body)
         service.check_grammar(grammar)
         params = service.sampling(body, grammar)
-        requests = [Request(tokens(), params, None, stops, logprobs) for tokens in prompts]
+        requests = []
+        for tokens_of in prompts:
+            tokens = tokens_of()
+            media = {}
+            if isinstance(tokens, MediaPrompt):
+                tokens, media = tokens.tokens, tokens.media
+            requests.append(Request(tokens, params, None, stops, logprobs, media=media))
         return requests, service.jobs(requests, body)
 
     return await run_in_threadpool(build)
@@ -102,7 +117,6 @@ def router(services: Services) -> APIRouter:
     api = APIRouter()
 
     @api.post("/v1/completions", summary="OpenAI text completion", tags=["OpenAI"])
-    @api.post("/completions", include_in_schema=False)
     async def completions(body: CompletionRequest) -> Response:
         service = services.pick(body.model)
         requests, jobs = await prepare(service, body, completion_prompts(service, body), body.logprobs)
@@ -138,6 +152,7 @@ def router(services: Services) -> APIRouter:
             for i in range(count)], "usage": _usage(requests, choices.generated)})
 
     @api.post("/completion", summary="llama.cpp completion", tags=["llama.cpp"])
+    @api.post("/completions", include_in_schema=False)  # llama-server's: its own route, not OpenAI's
     async def llama_completion(body: CompletionRequest) -> Response:
         service = services.pick(body.model)
         n_probs = body.n_probs if body.n_probs is not None else body.logprobs
@@ -184,7 +199,7 @@ async def llama_shaped(service: ModelService, body: CompletionRequest | InfillRe
             usage, job = last.usage or {}, jobs[index]
             out.update(stop_type="word" if last.stop_word else "eos" if last.finish_reason == "stop" else "limit",
                        stopping_word=last.stop_word or "", tokens_predicted=usage.get("completion_tokens", 0),
-                       tokens_evaluated=usage.get("prompt_tokens", 0), timings=last.timings, truncated=False,
+                       tokens_evaluated=usage.get("prompt_tokens", 0), timings=last.timings, truncated=last.truncated,
                        generation_settings=service.generation_settings(job.request, job.max_tokens),
                        prompt=service.vocab.detokenize(job.request.prompt_tokens, unparse_special=True))
         return _selected(out, body.response_fields) if body.response_fields and last is not None else out
@@ -192,8 +207,13 @@ async def llama_shaped(service: ModelService, body: CompletionRequest | InfillRe
     if body.stream:
         async def chunks() -> AsyncIterator[dict[str, Any]]:
             async for index, event in service.run(jobs):
-                if event.text or event.tokens or event.finish_reason:
-                    yield result(index, event.text, event.tokens, event.ids, event if event.finish_reason else None)
+                if event.progress is not None:
+                    yield {"index": index, "content": "", "stop": False, "prompt_progress": event.progress}
+                elif event.text or event.tokens or event.finish_reason:
+                    out = result(index, event.text, event.tokens, event.ids, event if event.finish_reason else None)
+                    if event.timings is not None:
+                        out["timings"] = event.timings
+                    yield out
         return sse(*await started(chunks()), done_marker=False)
     choices = _Choices(count)
     async for index, event in service.run(jobs):

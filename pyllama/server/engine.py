@@ -72,6 +72,8 @@ class Job:
     slot_id: int = -1  # a particular slot (llama-server's id_slot); -1: the best idle one
     # built by the submitter (its grammar compiled off this thread), else by the engine at admission
     generation: Generation | None = None
+    progress: bool = False  # report prompt evaluation as it goes (llama-server's return_progress)
+    timings_each: bool = False  # every event carries the timings so far (timings_per_token)
     cancelled: threading.Event = dataclasses.field(default_factory=threading.Event)
     submitted: float = dataclasses.field(default_factory=time.monotonic)
 
@@ -90,6 +92,7 @@ class _Slot:
         self.next_token: int | None = None  # sampled, handed out, not yet evaluated
         self.output_index = -1  # row of this slot's logits in the last batch
         self.idle_since = 0.0
+        self.cached = 0  # prompt tokens the current job found in the slot's cache
         self.drafter: Drafter | None = None
         self.policy: DraftPolicy | None = None
         self.draft: list[int] = []  # guesses after next_token in the batch being decoded
@@ -295,6 +298,9 @@ class Engine:
             slot.generation.prompt_evaluated = len(slot.pending)
             self.stats.prompt_tokens += len(slot.pending)
             self.stats.prompt_tokens_cached += reuse
+            slot.cached = reuse
+            if job.progress:
+                self._report_progress(slot)
         except Exception as exc:  # noqa: BLE001 - this job's own failure (a grammar llama.cpp refused...)
             self._fail(slot, f"{type(exc).__name__}: {exc}")
             return
@@ -379,6 +385,9 @@ class Engine:
                 for slot, _, _ in added:
                     self._fail(slot, f"decoding failed: {exc}")
                 return
+        for slot, tokens, generated in added:
+            if not generated and slot.job is not None and slot.job.progress:
+                self._report_progress(slot)
         for slot in self.slots:
             if slot.job is not None and slot.output_index >= 0:
                 try:
@@ -386,16 +395,24 @@ class Engine:
                 except Exception as exc:  # noqa: BLE001 - sampling failed for this job alone
                     self._fail(slot, f"{type(exc).__name__}: {exc}")
 
+    def _report_progress(self, slot: _Slot) -> None:
+        prompt = len(slot.job.prompt_tokens)
+        elapsed = 1e3 * (time.perf_counter() - slot.generation.started)
+        self._emit(slot.job, Event("", [], progress={"total": prompt, "cache": slot.cached,
+                                                     "processed": prompt - len(slot.pending), "time_ms": elapsed}))
+
     def _shift(self, slot: _Slot) -> None:
         """The slot's sequence fills the context: with context shifting, drop the older half after
         the kept tokens and move the rest down (llama.cpp's context shift); else it ends here."""
         start, end = discarded_by_shift(slot.tokens, slot.job.keep) if self.context_shift else (0, 0)
         if start >= end:  # no shifting, or only an image could go
+            slot.generation.truncated = True
             self._finish(slot, slot.generation.finish("length"))
             return
         self.context.kv_remove(slot.seq_id, start, end)
         self.context.kv_shift(slot.seq_id, end, len(slot.tokens), start - end)
         del slot.tokens[start:end]
+        slot.generation.truncated = True
 
     def _guess(self, slot: _Slot, batch: int, room: int) -> list[int]:
         """The drafter's guesses to verify after the slot's next token, as many as pay off."""
@@ -441,6 +458,8 @@ class Engine:
             if generation.finish_reason is not None:
                 break
             if event is not None:
+                if slot.job.timings_each:
+                    event.timings = generation.timings
                 self._emit(slot.job, event)
             if i == len(draft) or generation.last_token != draft[i]:
                 break

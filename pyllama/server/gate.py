@@ -109,12 +109,13 @@ class Gate:
             return await self.app(scope, receive, send)
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         allowed = self._allowed_origin(headers.get("origin", ""))
-        cors = [(b"access-control-allow-origin", allowed.encode("latin-1"))] if allowed else []
+        # capitalized as llama-server sends them: some clients read headers case-sensitively
+        cors = [(b"Access-Control-Allow-Origin", allowed.encode("latin-1"))] if allowed else []
         if scope["method"] == "OPTIONS":
             return await _respond(send, 200, b"", cors + [
-                (b"access-control-allow-credentials", b"true"),
-                (b"access-control-allow-methods", b"GET, POST, DELETE, OPTIONS"),
-                (b"access-control-allow-headers", b"*"), (b"content-type", b"text/plain")])
+                (b"Access-Control-Allow-Credentials", b"true"),
+                (b"Access-Control-Allow-Methods", b"GET, POST, DELETE, OPTIONS"),
+                (b"Access-Control-Allow-Headers", b"*"), (b"content-type", b"text/plain")])
         if cors:
             send = _with_headers(send, cors)
         if self.api_keys and scope["path"] not in OPEN_PATHS:

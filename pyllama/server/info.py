@@ -199,7 +199,9 @@ def router(services: Services) -> APIRouter:
             for service in services.all:
                 label = f'{{model="{service.name}"}}' if len(services.all) > 1 else ""
                 lines.append(f"llamacpp:{name}{label} {value(service.engine)}\n")
-        started = str(services.default.settings.started)
-        return PlainTextResponse("".join(lines), headers={"Process-Start-Time-Unix": started})
+        response = PlainTextResponse("".join(lines))
+        # with llama-server's capitals: some clients read headers case-sensitively (Starlette lowercases)
+        response.raw_headers.append((b"Process-Start-Time-Unix", str(services.default.settings.started).encode()))
+        return response
 
     return api

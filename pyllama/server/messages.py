@@ -22,7 +22,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
-from .chat import complete_chat, stream_chat, translated
+from .chat import ChunkEvents, complete_chat, stream_chat, translated
 from .errors import RequestError, anthropic_error_body
 from .schemas import MAX_STOPS, Body, ChatRequest, Count, Fraction, GenerationFields, Int32, StopString
 from .service import ModelService
@@ -342,39 +342,21 @@ async def create_message(service: ModelService, body: MessagesRequest, chat: Cha
                             (result.get("timings") or {}).get("cache_n", 0))}
 
 
-class _Events:
+class _Events(ChunkEvents):
     """Chat chunks -> Anthropic's event stream: content blocks (thinking, text, tool_use) opened
     and closed in order, one at a time; a tool call comes whole, so its block does too."""
 
+    REASONING = "thinking"
+
     def __init__(self, service: ModelService, body: MessagesRequest) -> None:
+        super().__init__()
         self.service, self.body = service, body
         self.blocks, self.open = 0, None  # blocks started so far; the kind of the one open
-        self.finish: str | None = None
-        self.stop_word: str | None = None
-        self.cached = 0
 
-    def feed(self, chunk: dict[str, Any]) -> list[dict[str, Any]]:
-        out = []
-        if "prompt_tokens" in chunk:  # the first chunk
-            message = {"id": _id(), "type": "message", "role": "assistant", "model": self.service.name,
-                       "content": [], "stop_reason": None, "stop_sequence": None,
-                       "usage": _usage(chunk["prompt_tokens"], 0, 0)}
-            out.append({"type": "message_start", "message": message})
-        if not chunk["choices"]:  # the usage chunk, after the choice's last
-            return out + self.end(chunk["usage"])
-        choice = chunk["choices"][0]
-        delta = choice["delta"]
-        if delta.get("reasoning_content"):
-            out += self.write("thinking", delta["reasoning_content"])
-        if delta.get("content"):
-            out += self.write("text", delta["content"])
-        for call in delta.get("tool_calls") or []:
-            out += self.close() + self.tool_use(call)
-        if choice["finish_reason"] is not None:
-            self.finish, self.stop_word = choice["finish_reason"], choice.get("stop_word")
-            self.cached = (chunk.get("timings") or {}).get("cache_n", 0)
-            out += self.close()
-        return out
+    def start(self, prompt_tokens: int) -> list[dict[str, Any]]:
+        message = {"id": _id(), "type": "message", "role": "assistant", "model": self.service.name,
+                   "content": [], "stop_reason": None, "stop_sequence": None, "usage": _usage(prompt_tokens, 0, 0)}
+        return [{"type": "message_start", "message": message}]
 
     def write(self, kind: str, text: str) -> list[dict[str, Any]]:
         out = []
@@ -397,7 +379,7 @@ class _Events:
         self.open = None
         return out + [{"type": "content_block_stop", "index": self.blocks - 1}]
 
-    def tool_use(self, call: dict[str, Any]) -> list[dict[str, Any]]:
+    def tool_call(self, call: dict[str, Any]) -> list[dict[str, Any]]:
         index, block = self.blocks, _tool_use(call)
         self.blocks += 1
         return [{"type": "content_block_start", "index": index, "content_block": {**block, "input": {}}},

@@ -21,7 +21,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
-from .chat import complete_chat, stream_chat, translated
+from .chat import ChunkEvents, complete_chat, stream_chat, translated
 from .errors import RequestError
 from .schemas import Body, ChatRequest, Fraction, GenerationFields, Int32
 from .service import ModelService
@@ -370,16 +370,19 @@ async def create_response(service: ModelService, body: ResponsesRequest, chat: C
                             (result.get("timings") or {}).get("cache_n", 0), message.get("reasoning_content") or ""))
 
 
-class _Events:
+class _Events(ChunkEvents):
     """Chat chunks -> the Responses event stream: one output item (reasoning, then the message)
     is open at a time; a tool call comes whole, so its item opens and closes at once."""
 
+    TEXT = "message"
+
     def __init__(self, service: ModelService, body: ResponsesRequest) -> None:
+        super().__init__()
         self.service, self.body = service, body
         self.id, self.created, self.sequence = _id("resp"), int(time.time()), 0
         self.items: list[dict[str, Any]] = []  # finished output items, in order
         self.open: dict[str, Any] | None = None
-        self.text, self.reasoning, self.finish, self.cached = "", "", None, 0
+        self.text, self.reasoning = "", ""
 
     def event(self, kind: str, **fields: Any) -> dict[str, Any]:
         self.sequence += 1
@@ -389,25 +392,9 @@ class _Events:
         output = self.items if status != "in_progress" else []
         return _envelope(self.body, self.id, self.created, self.service.name, status, output, usage)
 
-    def feed(self, chunk: dict[str, Any]) -> list[dict[str, Any]]:
-        out = []
-        if "prompt_tokens" in chunk:  # the first chunk
-            out += [self.event("response.created", response=self.envelope("in_progress")),
-                    self.event("response.in_progress", response=self.envelope("in_progress"))]
-        if not chunk["choices"]:  # the usage chunk, after the choice's last
-            return out + self.end(chunk["usage"])
-        choice = chunk["choices"][0]
-        delta = choice["delta"]
-        if delta.get("reasoning_content"):
-            out += self.write("reasoning", delta["reasoning_content"])
-        if delta.get("content"):
-            out += self.write("message", delta["content"])
-        for call in delta.get("tool_calls") or []:
-            out += self.close() + self.call(call)
-        if choice["finish_reason"] is not None:
-            self.finish, self.cached = choice["finish_reason"], (chunk.get("timings") or {}).get("cache_n", 0)
-            out += self.close()
-        return out
+    def start(self, prompt_tokens: int) -> list[dict[str, Any]]:
+        return [self.event("response.created", response=self.envelope("in_progress")),
+                self.event("response.in_progress", response=self.envelope("in_progress"))]
 
     def begin(self, kind: str) -> list[dict[str, Any]]:
         out = self.close()
@@ -445,7 +432,7 @@ class _Events:
                                  content_index=0, part=final["content"][0]),
                 self.event("response.output_item.done", output_index=index, item=final)]
 
-    def call(self, call: dict[str, Any]) -> list[dict[str, Any]]:
+    def tool_call(self, call: dict[str, Any]) -> list[dict[str, Any]]:
         index, item = len(self.items), _call_item(call, "in_progress", "")
         final = {**item, "arguments": call["function"]["arguments"], "status": "completed"}
         self.items.append(final)

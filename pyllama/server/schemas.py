@@ -42,10 +42,19 @@ Stop = Union[StopString, Annotated[list[StopString], Field(max_length=MAX_STOPS)
 Bias = Union[float, Literal[False]]
 BiasPair = Annotated[list[Union[TokenId, str, float, bool]], Field(min_length=2, max_length=2)]
 LogitBias = Union[dict[str, Bias], list[BiasPair]]
-# text; token ids; token ids and text mixed (llama.cpp); or a list of prompts (a set of choices each)
+class JSONPrompt(Body):
+    """llama.cpp's prompt object: text, with its images/audio (base64) where the text has
+    llama.cpp's media marker."""
+
+    prompt_string: str
+    multimodal_data: list[str] | None = None
+
+
+# text; token ids; token ids and text mixed (llama.cpp); a prompt object; or a list of prompts
 PromptPart = Union[TokenId, str]
-Prompt = Union[str, Annotated[list[Union[PromptPart, Annotated[list[PromptPart], Field(min_length=1)]]],
-                              Field(min_length=1)]]
+Prompt = Union[str, JSONPrompt, Annotated[list[Union[PromptPart, JSONPrompt, Annotated[list[PromptPart],
+                                                                                       Field(min_length=1)]]],
+                                          Field(min_length=1)]]
 
 
 class StreamOptions(Body):
@@ -109,6 +118,8 @@ class GenerationFields(Body):
     response_format: ResponseFormat | None = None
     cache_prompt: bool = True
     id_slot: int = Field(-1, ge=-1, le=INT32_MAX, description="run in this slot (waiting for it); -1: any")
+    return_progress: bool = Field(False, description="stream prompt_progress while the prompt is evaluated")
+    timings_per_token: bool = Field(False, description="every streamed chunk carries the timings so far")
     n_keep: int = Field(0, ge=-1, le=INT32_MAX, description="with context shifting: prompt tokens never dropped "
                                                              "(-1: all of them)")
     user: str | None = None
@@ -270,6 +281,7 @@ class ChatRequest(GenerationFields):
 
 class PromptString(Body):
     prompt_string: str
+    multimodal_data: list[str] | None = None
 
 
 class PromptContent(Body):

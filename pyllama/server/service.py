@@ -20,23 +20,23 @@ from starlette.concurrency import run_in_threadpool
 from ..chat import ChatPlan, chat_template, plan_chat, schema_to_gbnf
 from ..chat.completion import response_grammar
 from ..chat.json_schema import SchemaError
+from ..chat.media import MediaReader, base64_bytes
 from ..context import Context
 from ..embedding import embed
 from ..enums import GGMLType, PoolingType
-from ..chat.media import MediaReader
-from ..errors import LlamaError, MediaTooLargeError
-from ..generation.core import Event, Generation, Request, infill_prompt
+from ..errors import LlamaError, MediaError, MediaTooLargeError
 from ..generation.cache import RAMCache
+from ..generation.core import Event, Generation, Request, infill_prompt
 from ..generation.params import SamplingParams
 from ..generation.speculative import Drafter, DraftModel, PromptLookupDecoding
 from ..model import Model
-from ..multimodal import Projector
+from ..multimodal import MediaPrompt, Projector, default_marker
 from .engine import Engine, EngineStopped, Job, QueueFull
 from .errors import RequestError
-from .media_fetch import fetch_media
 from .grammar_limits import grammar_problem
+from .media_fetch import fetch_media
 from .ranking import Ranker
-from .schemas import ChatRequest, GenerationFields, PromptContent, PromptString
+from .schemas import ChatRequest, GenerationFields, JSONPrompt, PromptContent, PromptString
 from .settings import Settings
 
 # request fields that map onto SamplingParams as they are, and those whose name differs
@@ -58,8 +58,8 @@ class ModelService:
         self.template = chat_template(self.model, settings.chat_format)
         n_ctx = settings.n_ctx or self.model.n_ctx_train
         threads = {"n_threads": settings.n_threads, "n_threads_batch": settings.n_threads_batch}
-        self.draft_model = Model(settings.model_draft, n_gpu_layers=settings.n_gpu_layers) if settings.model_draft \
-            else None
+        with_draft = settings.model_draft and not (settings.spec_type or "").startswith(("ngram", "none"))
+        self.draft_model = Model(settings.model_draft, n_gpu_layers=settings.n_gpu_layers) if with_draft else None
         self.engine = Engine(self.model, n_ctx=n_ctx, n_parallel=settings.n_parallel, n_batch=settings.n_batch,
                              n_ubatch=settings.n_ubatch, max_queue=settings.max_queue,
                              context_shift=settings.context_shift, flash_attn=settings.flash_attn,
@@ -88,7 +88,7 @@ class ModelService:
         if self.draft_model is not None:
             return [DraftModel(self.draft_model, num_pred_tokens=self.settings.draft_max, n_ctx=n_ctx,
                                n_threads=self.settings.n_threads) for _ in range(self.settings.n_parallel)]
-        if self.settings.spec_type and "ngram" in self.settings.spec_type:
+        if (self.settings.spec_type or "").startswith("ngram"):
             return [PromptLookupDecoding(num_pred_tokens=self.settings.draft_max)] * self.settings.n_parallel
         return []
 
@@ -134,10 +134,36 @@ class ModelService:
             self._check_room(tokens, field)
         return tokens
 
+    def tokenize_json_prompt(self, prompt: JSONPrompt | PromptString, field: str) -> list[int] | MediaPrompt:
+        """llama.cpp's prompt object: its text, with its media (base64) where the media marker stands."""
+        if not prompt.multimodal_data:
+            return self.tokenize_prompt(prompt.prompt_string, field)
+        if self.projector is None:
+            raise RequestError(400, f"'{field}.multimodal_data': this server has no multimodal projector (--mmproj)",
+                               f"{field}.multimodal_data")
+        texts = prompt.prompt_string.split(default_marker())
+        if len(texts) - 1 != len(prompt.multimodal_data):
+            raise RequestError(400, f"'{field}' has {len(texts) - 1} media markers ({default_marker()}) for "
+                                    f"{len(prompt.multimodal_data)} multimodal_data items", field)
+        parts: list[Any] = [texts[0]]
+        try:
+            for i, (data, text) in enumerate(zip(prompt.multimodal_data, texts[1:])):
+                where = f"{field}.multimodal_data[{i}]"
+                parts += [self.projector.load(base64_bytes(data, where, "media", self.settings.media_max_bytes), what=where),
+                          text]
+            tokenized = self.projector.tokenize([p for p in parts if not isinstance(p, str) or p])
+        except MediaTooLargeError as exc:
+            raise RequestError(413, str(exc), field) from exc
+        except (MediaError, ValueError, LlamaError) as exc:
+            raise RequestError(400, str(exc), field) from exc
+        self._check_room(tokenized.tokens, field)
+        return tokenized
+
     def _check_room(self, tokens: Sequence[int], field: str) -> None:
         if len(tokens) >= self.engine.n_ctx:
-            raise RequestError.too_long(field, f"the prompt has {len(tokens)} tokens but the context holds "
-                                               f"{self.engine.n_ctx}", len(tokens), self.engine.n_ctx)
+            raise RequestError.too_long(field, f"the request exceeds the available context size: the prompt has "
+                                               f"{len(tokens)} tokens and the context holds {self.engine.n_ctx}",
+                                        len(tokens), self.engine.n_ctx)
 
     def fill_in_the_middle(self, prefix: str, suffix: str, middle: str = "",
                            files: Sequence[tuple[str, str]] = ()) -> list[int]:
@@ -289,6 +315,8 @@ class ModelService:
                               if getattr(body, f) is not None), ("n_predict", self.settings.n_predict))
         if wanted is None or wanted == -1:
             return self.engine.n_ctx if self.engine.context_shift else room
+        if field == "n_predict" and not self.engine.context_shift:
+            return min(wanted, room)  # llama.cpp's limit: at most, so the context's end stops it first
         if wanted > room and not self.engine.context_shift:
             raise RequestError.too_long(field, f"'{field}' is {wanted} but only {room} tokens are left after the "
                                                f"{prompt_tokens}-token prompt in a {self.engine.n_ctx}-token context",
@@ -312,11 +340,15 @@ class ModelService:
                     seed = (seed + j) & 0xFFFFFFFF
                 try:
                     generation = Generation(self.model, request, seed, limit, self.engine.n_ctx)
+                    room = self.engine.n_ctx - prompt
+                    generation.limited_by_context = limit == room and not self.engine.context_shift
                 except (ValueError, LlamaError) as exc:
                     field = "grammar" if request.params.grammar else None
                     raise RequestError(400, f"invalid grammar: {exc}" if field else str(exc), field) from exc
                 jobs.append(Job(request, limit, seed, keep=keep, cache_prompt=body.cache_prompt,
-                                slot_id=body.id_slot, generation=generation))
+                                slot_id=body.id_slot, generation=generation,
+                                progress=body.stream and body.return_progress,
+                                timings_each=body.stream and body.timings_per_token))
         return jobs
 
     async def run(self, jobs: Sequence[Job]) -> AsyncIterator[tuple[int, Event]]:
@@ -360,6 +392,8 @@ class ModelService:
         prompts = []
         for i, item in enumerate(inputs):
             if isinstance(item, PromptString):
+                if item.multimodal_data:
+                    raise RequestError(400, f"input[{i}].multimodal_data: embeddings take text only", "input")
                 item = item.prompt_string
             elif isinstance(item, PromptContent):
                 item = "".join(part.text for part in item.content)
@@ -373,7 +407,8 @@ class ModelService:
                 raise RequestError(400, str(exc), "input") from exc
 
 
-_THINKING = {"on": {"enable_thinking": True}, "off": {"enable_thinking": False}, "auto": {}}  # --reasoning
+# --reasoning: llama.cpp lets a template think unless told not to
+_THINKING = {"on": {"enable_thinking": True}, "off": {"enable_thinking": False}, "auto": {"enable_thinking": True}}
 
 
 def _cache_type(name: str | None) -> GGMLType | None:

@@ -151,7 +151,8 @@ OPTIONS = [
     Option("cache_ram_mib", int, "MiB of RAM that keep prompt states of slots reused for other prompts",
            ("--cache-ram", "-cram")),
     Option("model_draft", str, "draft model for speculative decoding", ("-md", "--spec-draft-model")),
-    Option("spec_type", str, "speculative decoding without a draft model: ngram (prompt lookup) or none"),
+    Option("spec_type", str, "speculative decoding: ngram (prompt lookup, also llama.cpp's ngram-*), draft-simple "
+                             "(with --model-draft, the default then) or none"),
     Option("draft_max", int, "most tokens to draft at a time (default 16)", ("--spec-draft-n-max", "--draft-max")),
     Option("draft_min", int, "fewest tokens worth drafting (default 0)", ("--spec-draft-n-min", "--draft-min")),
     Option("api_key", _names, "require this key, or one of these comma-separated keys (Authorization: Bearer KEY)"),
@@ -285,8 +286,11 @@ def _settings(parser: argparse.ArgumentParser, values: dict) -> Settings:
         parser.error(f"--reasoning must be on, off or auto, not {values['thinking']!r}")
     if values.get("pooling") not in (None, "none", "mean", "cls", "last", "rank"):
         parser.error(f"--pooling must be none, mean, cls, last or rank, not {values['pooling']!r}")
-    if values.get("spec_type") is not None and values["spec_type"] != "none" and "ngram" not in values["spec_type"]:
-        parser.error(f"--spec-type must be ngram or none, not {values['spec_type']!r}")
+    kind = values.get("spec_type")  # llama.cpp's names: ngram-* guess from the text, draft-* with a draft model
+    if kind is not None and kind != "none" and not kind.startswith(("ngram", "draft")):
+        parser.error(f"--spec-type must be none, ngram (ngram-simple, ...) or draft-simple, not {kind!r}")
+    if kind is not None and kind.startswith("draft") and not values.get("model_draft"):
+        parser.error(f"--spec-type {kind} needs a draft model (--model-draft PATH)")
     if values.get("model_draft") and not Path(values["model_draft"]).is_file():
         parser.error(f"draft model file not found: {values['model_draft']}")
     if values.get("slot_save_path") and not Path(values["slot_save_path"]).is_dir():
