@@ -87,6 +87,20 @@ def test_the_gguf_template_is_the_default(chat_model, tiny_spm):
             llm.create_chat_completion(MESSAGES)
 
 
+def test_llama_cpp_builtin_templates_by_name(tiny_spm):
+    with Llama(str(tiny_spm[0]), n_ctx=1024, chat_format="command-r") as llm:
+        prompt = llm.chat_template.render([{"role": "system", "content": "You are a test."},
+                                           {"role": "user", "content": "Hi there"}])
+        assert prompt == ("<|START_OF_TURN_TOKEN|><|SYSTEM_TOKEN|>You are a test.<|END_OF_TURN_TOKEN|>"
+                          "<|START_OF_TURN_TOKEN|><|USER_TOKEN|>Hi there<|END_OF_TURN_TOKEN|>"
+                          "<|START_OF_TURN_TOKEN|><|CHATBOT_TOKEN|>")  # what llama-server renders
+        long = [{"role": "user", "content": "word " * 2000}]  # past the first buffer's guess
+        assert llm.chat_template.render(long).count("word") == 2000
+        assert llm.create_chat_completion(MESSAGES, max_tokens=2)["choices"][0]["finish_reason"] == "length"
+        with pytest.raises(ChatTemplateError, match="no tools"):
+            llm.create_chat_completion(MESSAGES, tools=[{"type": "function", "function": {"name": "f"}}])
+
+
 # --- completions --------------------------------------------------------------------------
 def test_chat_completion_shape_and_stream_agreement(llm):
     kwargs = dict(max_tokens=24, seed=9, temperature=0.8)

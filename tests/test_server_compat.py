@@ -141,6 +141,21 @@ def test_responses_refuses_what_needs_stored_state(oai, server):
     assert status == 400 and "input[0]" in body["error"]["message"]
 
 
+def test_responses_stream_carries_llama_telemetry_when_asked(server):
+    request = urllib.request.Request(f"{server}/v1/responses", headers={
+        "Content-Type": "application/json", "Authorization": f"Bearer {KEY}"}, data=json.dumps({
+            "input": "the planets " * 10, "max_output_tokens": 6, "stream": True, "timings_per_token": True,
+            "return_progress": True, "logit_bias": READABLE}).encode())
+    with urllib.request.urlopen(request, timeout=120) as response:
+        events = [json.loads(line[6:]) for line in response.read().decode().splitlines() if line.startswith("data: ")]
+    progress = [e for e in events if "prompt_progress" in e]
+    assert progress and all(e["type"] == "response.in_progress" for e in progress)
+    assert progress[-1]["prompt_progress"]["processed"] == progress[-1]["prompt_progress"]["total"] > 0
+    deltas = [e for e in events if e["type"] == "response.output_text.delta"]
+    assert deltas and all("predicted_per_second" in e["timings"] for e in deltas[:-1])
+    assert events[-1]["type"] == "response.incomplete" and events[-1]["timings"]["predicted_n"] == 6
+
+
 # --- Anthropic Messages -------------------------------------------------------------------------------
 def test_messages_plain_and_streamed_agree_with_chat(claude, greedy):
     text, prompt_tokens = greedy

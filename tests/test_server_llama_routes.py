@@ -283,3 +283,58 @@ def test_slots_can_have_their_own_share_of_the_context(tiny_spm):
         assert status == 400 and out["error"]["n_ctx"] == 256
         status, out, _ = post(f"{base}/completion", {"prompt": "hello", **GREEDY})
         assert status == 200 and out["tokens_predicted"] < 256
+
+
+def stream(url: str, body: dict, headers: dict[str, str]) -> list[dict]:
+    """The JSON events of a server-sent event stream."""
+    call = urllib.request.Request(url, data=json.dumps({**body, "stream": True}).encode(),
+                                  headers={"Content-Type": "application/json", **headers})
+    with urllib.request.urlopen(call, timeout=60) as response:
+        lines = response.read().decode().splitlines()
+    return [json.loads(line[6:]) for line in lines if line.startswith("data: {")]
+
+
+def test_llama_server_telemetry_fields(server):
+    chat = {"messages": [{"role": "user", "content": "hello"}], "max_tokens": 4, **GREEDY}
+    chunks = stream(f"{server}/v1/chat/completions", {**chat, "timings_per_token": True, "return_progress": True,
+                                                      "stream_options": {"include_usage": True}}, KEY)
+    progress = [c["prompt_progress"] for c in chunks if "prompt_progress" in c]
+    assert progress and progress[-1]["processed"] == progress[-1]["total"] > 0
+    replies = [c for c in chunks if c.get("choices")]
+    counts = [c["timings"]["predicted_n"] for c in replies if "timings" in c]
+    assert "timings" not in replies[0] and counts == sorted(counts) and len(counts) >= 2  # the timings so far
+    assert chunks[-1]["choices"] == [] and chunks[-1]["timings"]["predicted_n"] == 4  # the final timings, last
+    assert "__verbose" not in post(f"{server}/v1/chat/completions", chat, KEY)[1]
+    seen = post(f"{server}/v1/chat/completions", {**chat, "verbose": True}, KEY)[1]["__verbose"]
+    assert seen["prompt"].endswith("<|im_start|>assistant\n") and seen["n_prompt_tokens"] > 3
+    count = post(f"{server}/v1/chat/completions/input_tokens", {"messages": chat["messages"]}, KEY)[1]
+    assert count["input_tokens"] == seen["n_prompt_tokens"]
+    by_object = post(f"{server}/completion", {"prompt": {"prompt_string": "hello"}, "n_predict": 3, **GREEDY},
+                     KEY)[1]
+    plain = post(f"{server}/completion", {"prompt": "hello", "n_predict": 3, **GREEDY}, KEY)[1]
+    assert by_object["content"] == plain["content"]
+
+
+def test_text_parts_of_a_prefill_join_with_a_blank_line(server):
+    messages = [{"role": "user", "content": "hello"},
+                {"role": "assistant", "content": [{"type": "text", "text": "Wh"}, {"type": "text", "text": "ill"}]}]
+    prompt = post(f"{server}/apply-template", {"messages": messages}, KEY)[1]["prompt"]
+    assert prompt.endswith("<|im_start|>assistant\nWh\n\nill")  # as llama.cpp joins a continued message's parts
+
+
+def test_embeddings_count_in_the_metrics(tiny_bert):
+    with running_server(tiny_bert[0], "--embedding", "-c", "128", "--metrics") as base:
+        assert post(f"{base}/v1/embeddings", {"input": ["hello world", "goodbye world"]})[0] == 200
+        raw = request("GET", f"{base}/metrics")[2].decode()
+        values = dict(line.split(" ", 1) for line in raw.splitlines() if line.startswith("llamacpp:"))
+        assert float(values["llamacpp:prompt_tokens_total"]) > 4 and float(values["llamacpp:n_decode_total"]) == 2
+        assert float(values["llamacpp:tokens_predicted_total"]) == 0
+
+
+def test_drafting_shows_in_the_timings(tiny_spm):
+    with running_server(tiny_spm[0], "-c", "512", "-np", "1", "--spec-type", "ngram-simple") as base:
+        prompt = "one two three four five six seven eight nine ten " * 4
+        timings = post(f"{base}/completion", {"prompt": prompt, "n_predict": 16, **GREEDY})[1]["timings"]
+        assert timings["draft_n"] > 0 and 0 <= timings["draft_n_accepted"] <= timings["draft_n"]
+    with running_server(tiny_spm[0], "-c", "512", "-np", "1") as base:
+        assert "draft_n" not in post(f"{base}/completion", {"prompt": "hello", "n_predict": 2, **GREEDY})[1]["timings"]

@@ -30,23 +30,25 @@ THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 THINK_TAGS = ((THINK_OPEN, THINK_CLOSE), ("<|START_THINKING|>", "<|END_THINKING|>"))
 
 
-def _text_of(content: Any, where: str, media: MediaParts | None = None) -> str | None:
+def _text_of(content: Any, where: str, media: MediaParts | None = None, joiner: str = "\n") -> str | None:
+    """A message's content as one string: text parts joined by ``joiner`` (llama.cpp's newline),
+    media parts as ``media``'s markers, which join without one."""
     if content is None or isinstance(content, str):
         return content
     if isinstance(content, list):  # OpenAI content parts
-        texts = []
+        text, after_text = "", False
         for j, part in enumerate(content):
             kind = part.get("type") if isinstance(part, Mapping) else None
             if kind in MEDIA_PARTS and media is not None:
-                texts.append(media.add(part, f"{where}.content[{j}]"))
+                text, after_text = text + media.add(part, f"{where}.content[{j}]"), False
             elif kind in MEDIA_PARTS:
                 raise ValueError(f"{where}.content[{j}]: {kind} parts need a model loaded with a multimodal "
                                  "projector (mmproj)")
             elif kind != "text":
                 raise ValueError(f"{where}.content[{j}]: content parts are text, image_url or input_audio")
             else:
-                texts.append(str(part.get("text", "")))
-        return "".join(texts)
+                text, after_text = text + (joiner if after_text else "") + str(part.get("text", "")), True
+        return text
     raise ValueError(f"{where}: content must be a string, a list of parts or null")
 
 
@@ -60,7 +62,9 @@ def normalize_messages(messages: Sequence[Mapping[str, Any]], media: MediaParts 
         if not isinstance(message, Mapping) or message.get("role") not in ROLES:
             raise ValueError(f"messages[{i}] needs a role among {sorted(ROLES)}")
         normalized = dict(message)
-        normalized["content"] = _text_of(message.get("content"), f"messages[{i}]", media)
+        # a final assistant message is continued, its parts joined by a blank line (as llama.cpp does)
+        joiner = "\n\n" if i == len(messages) - 1 and message["role"] == "assistant" else "\n"
+        normalized["content"] = _text_of(message.get("content"), f"messages[{i}]", media, joiner)
         if normalized["role"] == "developer":
             normalized["role"] = "system"
         result.append(normalized)

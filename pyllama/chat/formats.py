@@ -84,4 +84,5 @@ def get_format(name: str) -> ChatFormat:
     try:
         return FORMATS[name]
     except KeyError:
-        raise ValueError(f"unknown chat_format {name!r}; known: {', '.join(sorted(FORMATS))}") from None
+        raise ValueError(f"unknown chat_format {name!r}; known: {', '.join(sorted(FORMATS))} and llama.cpp's "
+                         "built-in names (pyllama.chat.builtin.builtin_names())") from None

@@ -19,7 +19,7 @@ import jinja2
 import jinja2.ext
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from .formats import get_format
+from .formats import FORMATS, get_format
 
 if TYPE_CHECKING:
     from ..model import Model
@@ -79,8 +79,8 @@ class ChatTemplate:
 
 
 def chat_template(model: Model, chat_format: str | None = None) -> ChatTemplate:
-    """The template for ``model``: ``chat_format`` (a named format or a template string of
-    your own), else the GGUF's own, else chatml."""
+    """The template for ``model``: ``chat_format`` (a named format, one of llama.cpp's built-in
+    names, or a template string of your own), else the GGUF's own, else chatml."""
     vocab = model.vocab
     bos = vocab.text(vocab.bos) if vocab.bos >= 0 else ""
     eos = vocab.text(vocab.eos) if vocab.eos >= 0 else ""
@@ -89,5 +89,9 @@ def chat_template(model: Model, chat_format: str | None = None) -> ChatTemplate:
     embedded = model.chat_template() if chat_format is None else None
     if embedded:
         return ChatTemplate(embedded, bos, eos, stop=[eos] if eos else [])
+    from .builtin import BuiltinTemplate, builtin_names  # (it builds on this module)
+
+    if chat_format is not None and chat_format not in FORMATS and chat_format in builtin_names():
+        return BuiltinTemplate(chat_format, bos, eos)
     named = get_format(chat_format or "chatml")
     return ChatTemplate(named.template, bos, eos, stop=list(named.stop), format=chat_format or "chatml")

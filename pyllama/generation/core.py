@@ -21,7 +21,7 @@ from ..context import Context
 from ..model import Model
 from ..vocab import Vocab
 from .params import SamplingParams
-from .draft_policy import DraftPolicy
+from .draft_policy import DraftPolicy, SpeculationStats
 from .session import ContextFullError, Session
 from .speculative import Drafter, verified_tokens
 from .text_stream import TextStream
@@ -144,6 +144,7 @@ class Generation:
         self.truncated = False  # set when the context shifted under it
         self.limited_by_context = False  # the limit is the room left, not one the request set
         self.prompt_evaluated = len(request.prompt_tokens)  # the driver lowers it when it reused a cached prefix
+        self._speculation: tuple[SpeculationStats, int, int] | None = None  # (stats, drafted, accepted) at start
         self._is_eog = model.vocab.is_eog
         self._piece = model.vocab.token_to_piece
         self._pending: list[TokenInfo] = []
@@ -197,6 +198,10 @@ class Generation:
         self._pending, self._pending_ids = [], []
         return event
 
+    def speculates_with(self, policy: DraftPolicy) -> None:
+        """Guesses ``policy`` judges from now on count in this generation's timings."""
+        self._speculation = (policy.stats, policy.stats.drafted, policy.stats.accepted)
+
     @property
     def usage(self) -> dict[str, int]:
         prompt = len(self.request.prompt_tokens)
@@ -219,7 +224,14 @@ class Generation:
             "predicted_per_token_ms": predicted_ms / (predicted_n - 1) if predicted_n > 1 else 0.0,
             "predicted_per_second": 1e3 * (predicted_n - 1) / predicted_ms if predicted_n > 1 and predicted_ms > 0
             else 0.0,
+            **self._draft_timings(),
         }
+
+    def _draft_timings(self) -> dict[str, int]:
+        if self._speculation is None:
+            return {}
+        stats, drafted, accepted = self._speculation
+        return {"draft_n": stats.drafted - drafted, "draft_n_accepted": stats.accepted - accepted}
 
 
 def generate(model: Model, session: Session, request: Request, seed: int, drafter: Drafter | None = None,
@@ -237,6 +249,7 @@ def generate(model: Model, session: Session, request: Request, seed: int, drafte
     generation.prompt_evaluated = session.last_prompt_evaluated
     if drafter is not None and not request.media:  # drafters read text only
         policy = policy if policy is not None else DraftPolicy()
+        generation.speculates_with(policy)
         for token, row in verified_tokens(session, generation.sample, drafter, policy):
             event = generation.take(token, session.context, row)
             if event is not None:

@@ -90,7 +90,7 @@ async def complete_chat(service: ModelService, body: ChatRequest, details: bool 
         generated += (final.usage or {}).get("completion_tokens", 0)
     result = {**header, "object": "chat.completion", "choices": choices, "timings": last[0].timings,
               "usage": _usage(len(request.prompt_tokens), generated)}
-    if service.settings.verbose:
+    if service.wants_verbose(body):
         result["__verbose"] = service.verbose(request, "".join(texts[0]))
     return result
 
@@ -105,6 +105,8 @@ async def stream_chat(service: ModelService, body: ChatRequest, details: bool = 
     header = chat_header(service.name)
     chunkers = [ChatChunker(header, plan, j) for j in range(body.n)]
     offsets, generated = [0] * body.n, 0
+    usage_chunk = body.stream_options is not None and body.stream_options.include_usage
+    timings = None  # with a usage chunk, the final timings go there (the stream's last chunk)
     first = await events.__anext__()
     for chunker in chunkers:
         yield {**chunker.start(), "prompt_tokens": len(request.prompt_tokens)} if details else chunker.start()
@@ -114,7 +116,9 @@ async def stream_chat(service: ModelService, body: ChatRequest, details: bool = 
             continue
         out = chunkers[index].feed(_part(event, body.logprobs, offsets[index]))
         offsets[index] += sum(len(t.text) for t in event.tokens)
-        if event.timings is not None and out:  # the last chunk of a choice, or each with timings_per_token
+        if event.timings is not None and usage_chunk and event.finish_reason is not None:
+            timings = event.timings
+        elif event.timings is not None and out:  # the last chunk of a choice, or each with timings_per_token
             out[-1]["timings"] = event.timings
         if event.finish_reason is not None:
             generated += (event.usage or {}).get("completion_tokens", 0)
@@ -122,9 +126,9 @@ async def stream_chat(service: ModelService, body: ChatRequest, details: bool = 
                 out[-1]["choices"][0]["stop_word"] = event.stop_word
         for chunk in out:
             yield chunk
-    if body.stream_options is not None and body.stream_options.include_usage:
+    if usage_chunk:
         yield {**header, "object": "chat.completion.chunk", "choices": [],
-               "usage": _usage(len(request.prompt_tokens), generated)}
+               "usage": _usage(len(request.prompt_tokens), generated), "timings": timings}
 
 
 class ChunkEvents:
@@ -140,10 +144,11 @@ class ChunkEvents:
         self.cached = 0  # prompt tokens that came from a cache
 
     def feed(self, chunk: dict[str, Any]) -> list[dict[str, Any]]:
-        if "prompt_progress" in chunk:  # llama.cpp's own telemetry: no event of these APIs
-            return []
+        if "prompt_progress" in chunk:  # llama.cpp's own telemetry (return_progress)
+            return self.progress(chunk["prompt_progress"])
         out = self.start(chunk["prompt_tokens"]) if "prompt_tokens" in chunk else []  # the first chunk
         if not chunk["choices"]:  # the usage chunk, after the choice's last
+            self.cached = (chunk.get("timings") or {}).get("cache_n", 0)
             return out + self.end(chunk["usage"])
         choice = chunk["choices"][0]
         delta = choice["delta"]
@@ -155,9 +160,11 @@ class ChunkEvents:
             out += self.close() + self.tool_call(call)
         if choice["finish_reason"] is not None:
             self.finish, self.stop_word = choice["finish_reason"], choice.get("stop_word")
-            self.cached = (chunk.get("timings") or {}).get("cache_n", 0)
             out += self.close()
         return out
+
+    def progress(self, progress: dict[str, Any]) -> list[dict[str, Any]]:
+        return []  # no event of the API says this
 
     def start(self, prompt_tokens: int) -> list[dict[str, Any]]:
         raise NotImplementedError

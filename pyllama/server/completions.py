@@ -219,7 +219,7 @@ async def llama_shaped(service: ModelService, body: CompletionRequest | InfillRe
     async for index, event in service.run(jobs):
         choices.add(index, event)
     results = [result(i, choices.text(i), choices.tokens[i], choices.ids[i], choices.last[i]) for i in range(count)]
-    if service.settings.verbose:
+    if service.wants_verbose(body):
         for i, out in enumerate(results):
             out["__verbose"] = service.verbose(requests[i // body.n], out["content"])
     return JSONResponse(results[0] if count == 1 else results)

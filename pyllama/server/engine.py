@@ -127,6 +127,12 @@ class Stats:
     busy_seconds: float = 0.0
     failed_requests: int = 0
 
+    def embedded(self, tokens: int, decodes: int, seconds: float) -> None:
+        """Embeddings sample nothing, but their prompts cost decodes (llama-server counts them)."""
+        self.prompt_tokens += tokens
+        self.decodes += decodes
+        self.prompt_seconds += seconds
+
     def finished(self, event: Event) -> None:
         if event.timings:
             self.prompt_seconds += event.timings["prompt_ms"] / 1e3
@@ -295,6 +301,7 @@ class Engine:
             slot.generation.start_clock()
             if slot.drafter is not None:
                 slot.policy = DraftPolicy(self.max_draft, self.decode_cost, self.min_draft)
+                slot.generation.speculates_with(slot.policy)
             slot.generation.prompt_evaluated = len(slot.pending)
             self.stats.prompt_tokens += len(slot.pending)
             self.stats.prompt_tokens_cached += reuse

@@ -392,6 +392,19 @@ class _Events(ChunkEvents):
         output = self.items if status != "in_progress" else []
         return _envelope(self.body, self.id, self.created, self.service.name, status, output, usage)
 
+    def feed(self, chunk: dict[str, Any]) -> list[dict[str, Any]]:
+        """The events of a chunk; llama.cpp's ``timings`` (timings_per_token, and the final ones)
+        ride on its text deltas and on the completed response, as llama-server sends them."""
+        out = super().feed(chunk)
+        if "timings" in chunk:
+            for event in out:
+                if event["type"].endswith(".delta") or event["type"] in ("response.completed", "response.incomplete"):
+                    event["timings"] = chunk["timings"]
+        return out
+
+    def progress(self, progress: dict[str, Any]) -> list[dict[str, Any]]:
+        return [self.event("response.in_progress", response=self.envelope("in_progress"), prompt_progress=progress)]
+
     def start(self, prompt_tokens: int) -> list[dict[str, Any]]:
         return [self.event("response.created", response=self.envelope("in_progress")),
                 self.event("response.in_progress", response=self.envelope("in_progress"))]

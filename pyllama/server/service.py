@@ -301,8 +301,12 @@ class ModelService:
                                  for t, b in (params.logit_bias or {}).items()])
         return shown
 
+    def wants_verbose(self, body: GenerationFields) -> bool:
+        return self.settings.verbose if body.verbose is None else body.verbose
+
     def verbose(self, request: Request, text: str) -> dict[str, Any]:
-        """llama-server's ``__verbose`` (with -v): what the model really saw and wrote."""
+        """llama-server's ``__verbose`` (with -v or the request's ``verbose``): what the model
+        really saw and wrote."""
         prompt = self.vocab.detokenize(request.prompt_tokens, unparse_special=True)
         return {"prompt": prompt, "n_prompt_tokens": len(request.prompt_tokens), "content": text}
 
@@ -401,10 +405,13 @@ class ModelService:
             prompts.append(self.vocab.tokenize(item, add_special=True, parse_special=True) if isinstance(item, str)
                            else self.tokenize_prompt(item, field, check_room=False))
         with self._embed_lock:
+            start = time.perf_counter()
             try:
-                return embed(self.embedder, prompts, normalize=norm, truncate=False)
+                vectors, count = embed(self.embedder, prompts, normalize=norm, truncate=False)
             except (ValueError, LlamaError) as exc:
                 raise RequestError(400, str(exc), "input") from exc
+            self.engine.stats.embedded(count, len(prompts), time.perf_counter() - start)
+            return vectors, count
 
 
 # --reasoning: llama.cpp lets a template think unless told not to
