@@ -174,6 +174,10 @@ def test_context_shift_lets_a_reply_outgrow_the_context(tiny_spm):
         assert status == 200 and out["tokens_predicted"] < 256 and out["stop_type"] == "limit" and out["truncated"]
         status, out, _ = post(f"{base}/completion", {"prompt": "hello world", "n_predict": 8, **GREEDY})
         assert not out["truncated"]  # its own limit, not the context's
+        status, out, _ = post(f"{base}/v1/completions", {"prompt": "hello world", "max_tokens": 100000, **GREEDY})
+        usage = out["usage"]  # a limit past the room is cut to it, as in llama-server and llama-cpp-python
+        assert status == 200 and out["choices"][0]["finish_reason"] == "length"
+        assert usage["prompt_tokens"] + usage["completion_tokens"] == 256
 
 
 def test_infill_on_a_model_with_fim_tokens(models_dir):

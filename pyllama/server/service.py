@@ -313,19 +313,16 @@ class ModelService:
     # --- jobs -------------------------------------------------------------------------------
     def max_tokens(self, body: GenerationFields, prompt_tokens: int) -> int:
         """How many tokens a job may generate: the request's limit within the room left (with
-        context shifting, the limit alone; a request without one then gets a context's worth)."""
+        context shifting, the limit alone; a request without one then gets a context's worth).
+        A limit past the room is cut to it, as llama-server and llama-cpp-python do: a chat UI
+        that sends a fixed max_tokens keeps working while its history grows, and the result
+        says ``truncated``."""
         room = self.engine.n_ctx - prompt_tokens
-        field, wanted = next(((f, getattr(body, f)) for f in ("n_predict", "max_tokens", "max_completion_tokens")
-                              if getattr(body, f) is not None), ("n_predict", self.settings.n_predict))
+        wanted = next((getattr(body, f) for f in ("n_predict", "max_tokens", "max_completion_tokens")
+                       if getattr(body, f) is not None), self.settings.n_predict)
         if wanted is None or wanted == -1:
             return self.engine.n_ctx if self.engine.context_shift else room
-        if field == "n_predict" and not self.engine.context_shift:
-            return min(wanted, room)  # llama.cpp's limit: at most, so the context's end stops it first
-        if wanted > room and not self.engine.context_shift:
-            raise RequestError.too_long(field, f"'{field}' is {wanted} but only {room} tokens are left after the "
-                                               f"{prompt_tokens}-token prompt in a {self.engine.n_ctx}-token context",
-                                        prompt_tokens, self.engine.n_ctx)
-        return wanted
+        return wanted if self.engine.context_shift else min(wanted, room)
 
     def jobs(self, requests: Sequence[Request], body: GenerationFields) -> list[Job]:
         """One job per request and choice (``n``), in OpenAI's order: prompt index * n + choice.
