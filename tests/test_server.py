@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
@@ -227,3 +228,47 @@ def test_config_file_serves_several_models(tiny_spm, tiny_bpe, tmp_path):
         assert status == 200 and tokens["tokens"]
         with urllib.request.urlopen(f"{base}/metrics") as response:
             assert 'llamacpp:requests_processing{model="spm"} 0' in response.read().decode()
+
+
+@pytest.mark.parametrize("live", [False, True], ids=["whole-reply", "stream"])
+def test_engine_events_reach_the_event_loop_in_order_and_wake_it_only_as_needed(live):
+    """The engine thread hands events over without waking the event loop for each token of a
+    reply sent whole (each wakeup takes CPU from decoding); a stream gets them as they come."""
+    from pyllama.generation.core import Event
+    from pyllama.server.service import _Inbox
+
+    async def deliver() -> tuple[list[tuple[int, str]], int]:
+        loop = asyncio.get_running_loop()
+        wakeups = 0
+        schedule = loop.call_soon_threadsafe
+
+        def counted(*args):
+            nonlocal wakeups
+            wakeups += 1
+            return schedule(*args)
+
+        loop.call_soon_threadsafe = counted
+        inbox = _Inbox(loop, live)
+        emitters = [inbox.emitter(0), inbox.emitter(1)]
+
+        def engine() -> None:
+            for i in range(20):
+                emitters[i % 2](Event(f"t{i}", []))
+                time.sleep(0.002)
+            for j, emit in enumerate(emitters):
+                emit(Event(f"end{j}", [], "stop"))
+
+        thread = threading.Thread(target=engine)
+        thread.start()
+        received: list[tuple[int, str]] = []
+        while sum(text.startswith("end") for _, text in received) < 2:
+            received += [(index, event.text) for index, event in await inbox.take()]
+        thread.join()
+        return received, wakeups
+
+    received, wakeups = asyncio.run(deliver())
+    assert received == [(i % 2, f"t{i}") for i in range(20)] + [(0, "end0"), (1, "end1")]
+    if live:
+        assert wakeups > 2  # the tokens came as they were made, not all at the end
+    else:
+        assert wakeups <= 2  # the jobs' last events only

@@ -35,9 +35,10 @@ def _part(event: Event, logprobs: bool, offset: int = 0) -> dict[str, Any]:
             "usage": event.usage}
 
 
-async def _start(service: ModelService,
-                 body: ChatRequest) -> tuple[ChatPlan, Request, AsyncIterator[tuple[int, Event]]]:
-    """Plan the chat, build its generation request (off the event loop), submit one job per choice."""
+async def _start(service: ModelService, body: ChatRequest,
+                 live: bool) -> tuple[ChatPlan, Request, AsyncIterator[tuple[int, Event]]]:
+    """Plan the chat, build its generation request (off the event loop), submit one job per choice
+    (``live``: its events as they come, for a stream)."""
     plan = await service.plan_chat(body)
     top = (body.top_logprobs or 0) if body.logprobs else None
 
@@ -48,7 +49,7 @@ async def _start(service: ModelService,
         return request, service.jobs([request], body)
 
     request, jobs = await run_in_threadpool(build)
-    return plan, request, service.run(jobs)
+    return plan, request, service.run(jobs, live)
 
 
 def translated(fields: dict[str, Any]) -> ChatRequest:
@@ -67,7 +68,7 @@ def _usage(prompt: int, generated: int) -> dict[str, int]:
 async def complete_chat(service: ModelService, body: ChatRequest, details: bool = False) -> dict[str, Any]:
     """The whole ``chat.completion`` (with llama-server's ``timings``). ``details`` (for the
     other chat-shaped APIs): each choice also says which stop string ended it (``stop_word``)."""
-    plan, request, events = await _start(service, body)
+    plan, request, events = await _start(service, body, live=False)
     header = chat_header(service.name)
     texts: list[list[str]] = [[] for _ in range(body.n)]
     tokens: list[list[TokenInfo]] = [[] for _ in range(body.n)]
@@ -101,7 +102,7 @@ async def stream_chat(service: ModelService, body: ChatRequest, details: bool = 
     Nothing is yielded before the jobs are queued, so a full queue is still an HTTP error.
     ``details`` (for the other chat-shaped APIs, whose streams open with the prompt's size):
     the first chunks carry ``prompt_tokens``, a choice's last chunk its ``stop_word``."""
-    plan, request, events = await _start(service, body)
+    plan, request, events = await _start(service, body, live=True)
     header = chat_header(service.name)
     chunkers = [ChatChunker(header, plan, j) for j in range(body.n)]
     offsets, generated = [0] * body.n, 0

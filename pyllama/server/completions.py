@@ -144,7 +144,7 @@ def router(services: Services) -> APIRouter:
                     yield {**header, "choices": [], "usage": _usage(requests, choices.generated)}
             return sse(*await started(chunks()))
         choices = _Choices(count)
-        async for index, event in service.run(jobs):
+        async for index, event in service.run(jobs, live=False):
             choices.add(index, event)
         return JSONResponse({**header, "choices": [
             {"index": i, "text": echo[i // body.n] + choices.text(i), "finish_reason": choices.last[i].finish_reason,
@@ -216,7 +216,7 @@ async def llama_shaped(service: ModelService, body: CompletionRequest | InfillRe
                     yield out
         return sse(*await started(chunks()), done_marker=False)
     choices = _Choices(count)
-    async for index, event in service.run(jobs):
+    async for index, event in service.run(jobs, live=False):
         choices.add(index, event)
     results = [result(i, choices.text(i), choices.tokens[i], choices.ids[i], choices.last[i]) for i in range(count)]
     if service.wants_verbose(body):

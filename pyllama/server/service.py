@@ -9,10 +9,11 @@ can cause is a :class:`RequestError` naming the field.
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import threading
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -352,13 +353,13 @@ class ModelService:
                                 timings_each=body.stream and body.timings_per_token))
         return jobs
 
-    async def run(self, jobs: Sequence[Job]) -> AsyncIterator[tuple[int, Event]]:
+    async def run(self, jobs: Sequence[Job], live: bool = True) -> AsyncIterator[tuple[int, Event]]:
         """Submit the jobs and yield ``(job index, event)`` as they come; a job that failed raises
-        RequestError. Leaving early cancels them all."""
-        loop = asyncio.get_running_loop()
-        events: asyncio.Queue[tuple[int, Event]] = asyncio.Queue()
+        RequestError. Leaving early cancels them all. Not ``live`` (a reply sent whole), the
+        events are handed over when a job ends instead of token by token."""
+        inbox = _Inbox(asyncio.get_running_loop(), live)
         for index, job in enumerate(jobs):
-            job.emit = lambda event, i=index: loop.call_soon_threadsafe(events.put_nowait, (i, event))
+            job.emit = inbox.emitter(index)
         try:
             for job in jobs:
                 self.engine.submit(job)
@@ -373,14 +374,14 @@ class ModelService:
         open_jobs = len(jobs)
         try:
             while open_jobs:
-                index, event = await events.get()
-                if event.error is not None:
-                    if not self.engine.alive:  # the engine stopped under this job: the server, not the request
-                        raise RequestError(503, f"the server cannot generate now: {event.error}")
-                    raise RequestError(500, f"generation failed: {event.error}")
-                if event.finish_reason is not None:
-                    open_jobs -= 1
-                yield index, event
+                for index, event in await inbox.take():
+                    if event.error is not None:
+                        if not self.engine.alive:  # the engine stopped under this job: the server, not the request
+                            raise RequestError(503, f"the server cannot generate now: {event.error}")
+                        raise RequestError(500, f"generation failed: {event.error}")
+                    if event.finish_reason is not None:
+                        open_jobs -= 1
+                    yield index, event
         finally:
             for job in jobs:
                 job.cancelled.set()  # a client that went away frees its slots at the next step
@@ -409,6 +410,36 @@ class ModelService:
                 raise RequestError(400, str(exc), "input") from exc
             self.engine.stats.embedded(count, len(prompts), time.perf_counter() - start)
             return vectors, count
+
+
+class _Inbox:
+    """Events from the engine thread to one request's coroutine. The event loop is woken once
+    for whatever has arrived since it last looked, not once per token: on a small machine each
+    wakeup takes CPU from the decoding threads. Not ``live``, only a job's last event wakes it."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, live: bool) -> None:
+        self._loop, self._live = loop, live
+        self._events: collections.deque[tuple[int, Event]] = collections.deque()
+        self._ready = asyncio.Event()
+        self._woken = False
+
+    def emitter(self, index: int) -> Callable[[Event], None]:
+        def emit(event: Event) -> None:  # on the engine thread
+            self._events.append((index, event))
+            if not self._woken and (self._live or event.finish_reason is not None):
+                self._woken = True
+                self._loop.call_soon_threadsafe(self._ready.set)
+        return emit
+
+    async def take(self) -> list[tuple[int, Event]]:
+        """What has arrived (possibly nothing, after a wakeup whose events an earlier take got)."""
+        await self._ready.wait()
+        self._ready.clear()
+        self._woken = False  # before draining: an event appended after this wakes the loop again
+        taken = []
+        while self._events:
+            taken.append(self._events.popleft())
+        return taken
 
 
 # --reasoning: llama.cpp lets a template think unless told not to
