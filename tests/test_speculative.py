@@ -7,6 +7,8 @@ import pytest
 
 from models import write_llama
 from pyllama import Llama, PromptLookupDecoding
+from pyllama.generation.draft_policy import DraftPolicy
+from pyllama.generation.speculative import DraftModel, guess
 
 BIAS = {t: -100.0 for t in range(3, 259)} | {2: -100.0}  # readable tokens, no EOS: long outputs
 PROMPT = "the planets of the solar system and the world"
@@ -69,3 +71,30 @@ def test_llama_cpp_python_style_drafter_callable(tiny_spm, plain):
     assert calls
     with pytest.raises(TypeError):
         Llama(str(tiny_spm[0]), n_ctx=64, draft_model=3)
+
+
+def test_the_policy_stops_guessing_what_never_pays_even_when_a_guess_is_always_at_hand():
+    """A draft model always has a guess; the policy must still see plain decodes to know what
+    guessing costs, and then stop guessing when guesses are never accepted."""
+    policy = DraftPolicy()
+    lengths = []
+    for _ in range(60):
+        k = policy.draft_length()
+        lengths.append(k)
+        policy.cost.observe(1 + k, 0.010 + 0.002 * k)  # a decode: fixed part + per token
+        if k:
+            policy.drafted(k, 0.008 * k)  # a draft model nearly as slow as the target
+            policy.verified(k, 0)
+    assert 0 in lengths[:4]  # a plain decode while learning the costs
+    assert sum(1 for k in lengths[20:] if k) <= 3  # then only rare probes
+
+
+def test_a_draft_model_guesses_no_more_than_will_be_checked(tiny_spm):
+    draft = DraftModel(str(tiny_spm[0]), num_pred_tokens=8, n_ctx=128)
+    try:
+        ids = list(range(10, 30))
+        assert len(guess(draft, ids, 3)) == 3
+        assert len(draft._session.tokens) == len(ids) + 3 - 1  # it decoded only what it handed out
+        assert guess(lambda input_ids: np.array([7, 8, 9, 10]), ids, 2) == [7, 8]  # a plain function too
+    finally:
+        draft.close()

@@ -8,14 +8,17 @@ number of tokens (``fixed + per_token * n``, fitted from the decodes it has time
 sequences of one context). It drafts the k with the best expected tokens per second, and
 nothing when no k beats plain decoding by a margin. A sequence it stopped drafting for is
 probed again now and then, less often the longer guesses keep failing, so a text that turns
-repetitive is still noticed while the probes cost at most a few percent.
+repetitive is still noticed while the probes cost at most a few percent (a probe with a slow
+draft model is rare, as it must first catch up on the text).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 
 MARGIN = 1.05  # drafting must promise 5% more tokens per second than plain decoding
+PROBE_BUDGET = 0.02  # share of the decoding time that probing for guesses that pay again may take
 FORGET = 0.95  # weight of the past in the running estimates
 
 
@@ -68,6 +71,7 @@ class DraftPolicy:
         self.stats = SpeculationStats()
         self._hits, self._tries = 1.0, 2.0  # a prior: half of the guesses accepted
         self._wait, self._backoff = 0, 1  # steps until the next probe, and the probe interval
+        self._learning_plain = False  # while the cost is unknown: alternate plain decodes and guesses
 
     @property
     def acceptance(self) -> float:
@@ -78,8 +82,9 @@ class DraftPolicy:
         limit = min(self.max_draft, room if room is not None else self.max_draft)
         if limit <= 0:
             return 0
-        if not self.cost.known:  # learn what decodes of different sizes cost
-            return min(limit, 4)
+        if not self.cost.known:  # learn what decodes of different sizes cost: a drafter that always
+            self._learning_plain = not self._learning_plain  # guesses would never show a plain one
+            return 0 if self._learning_plain else min(limit, 4)
         a, plain = self.acceptance, self.cost.seconds(batch)
         best, best_rate = 0, 1.0 / plain if plain > 0 else 0.0
         expected = 1.0
@@ -94,7 +99,10 @@ class DraftPolicy:
         self._wait -= 1
         if self._wait <= 0:  # probe: is guessing paying off again?
             self._backoff = min(64, self._backoff * 2)
-            self._wait = self._backoff
+            # a probe costs a guess (for a draft model, catching up on the text since the last one)
+            # and a longer decode: space probes so that they take at most PROBE_BUDGET of the time
+            probe = self.cost.drafting_seconds(1) + self.cost.seconds(batch + 1) - plain
+            self._wait = max(self._backoff, math.ceil(probe / (PROBE_BUDGET * plain)) if plain > 0 else 0)
             return 1
         return 0
 

@@ -1,13 +1,15 @@
 """Drafters for speculative decoding: they guess the next tokens, the target model checks them.
 
-A drafter is any callable ``draft(input_ids: np.ndarray) -> np.ndarray`` (the protocol of
-llama-cpp-python's ``LlamaDraftModel``), so ported drafters work unchanged. The target
+A drafter is any callable ``draft(input_ids: np.ndarray, /, **kwargs) -> np.ndarray`` (the
+protocol of llama-cpp-python's ``LlamaDraftModel``), so ported drafters work unchanged; one that
+takes keywords is told ``max_tokens``, the most guesses that will be checked. The target
 verifies a whole guess in one batch and keeps the longest prefix its own sampler agrees
 with, so the output is exactly what plain decoding would give.
 """
 
 from __future__ import annotations
 
+import inspect
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -24,6 +26,18 @@ from .session import ContextFullError, Session
 Drafter = Callable[[np.ndarray], np.ndarray]
 
 
+def guess(drafter: Drafter, tokens: list[int], k: int) -> list[int]:
+    """Up to ``k`` guesses to follow ``tokens``; a draft model told ``max_tokens=k`` runs no
+    further than will be checked (a plain ``draft(input_ids)`` function is called as it is)."""
+    ids = np.asarray(tokens, dtype=np.int32)
+    try:
+        parameters = inspect.signature(drafter).parameters.values()
+    except (TypeError, ValueError):  # a builtin without a signature
+        parameters = ()
+    takes_limit = any(p.kind is p.VAR_KEYWORD or p.name == "max_tokens" for p in parameters)
+    return [int(t) for t in (drafter(ids, max_tokens=k) if takes_limit else drafter(ids))[:k]]
+
+
 def verified_tokens(session: Session, sample: Callable[..., int], drafter: Drafter,
                     policy: DraftPolicy) -> Iterator[tuple[int, int]]:
     """``(token, logits row)`` pairs, the same tokens plain decoding would give: the drafter
@@ -38,7 +52,7 @@ def verified_tokens(session: Session, sample: Callable[..., int], drafter: Draft
         draft: list[int] = []
         if k:
             started = time.perf_counter()
-            draft = [int(t) for t in drafter(np.asarray(session.tokens + [token], dtype=np.int32))][:k]
+            draft = guess(drafter, session.tokens + [token], k)
             policy.drafted(len(draft), time.perf_counter() - started)
         started = time.perf_counter()
         if not draft:
@@ -52,9 +66,9 @@ def verified_tokens(session: Session, sample: Callable[..., int], drafter: Draft
             continue
         session.extend([token] + draft)
         policy.cost.observe(1 + len(draft), time.perf_counter() - started)
-        for i, guess in enumerate(draft):
+        for i, guessed in enumerate(draft):
             token, row = sample(session.context, i), i
-            if token != guess:
+            if token != guessed:
                 session.truncate(len(session.tokens) - (len(draft) - i))
                 policy.verified(len(draft), i)
                 break
@@ -75,14 +89,15 @@ class PromptLookupDecoding:
         self.max_ngram_size = max_ngram_size
         self.num_pred_tokens = num_pred_tokens
 
-    def __call__(self, input_ids: np.ndarray, /, **kwargs: object) -> np.ndarray:
+    def __call__(self, input_ids: np.ndarray, /, max_tokens: int | None = None, **kwargs: object) -> np.ndarray:
         ids = np.asarray(input_ids, dtype=np.int32)
+        n = min(self.num_pred_tokens, max_tokens or self.num_pred_tokens)
         for size in range(min(self.max_ngram_size, len(ids) - 1), 0, -1):
             tail = ids[-size:]
             windows = np.lib.stride_tricks.sliding_window_view(ids[:-1], size)
             matches = np.nonzero((windows == tail).all(axis=1))[0]
             for start in matches[::-1]:
-                follow = ids[start + size:start + size + self.num_pred_tokens]
+                follow = ids[start + size:start + size + n]
                 if len(follow):
                     return follow.copy()
         return np.empty(0, dtype=np.int32)
@@ -103,19 +118,21 @@ class DraftModel:
         self._sampler = Sampler().greedy()
         self._batch = Batch(1)
 
-    def __call__(self, input_ids: np.ndarray, /, **kwargs: object) -> np.ndarray:
+    def __call__(self, input_ids: np.ndarray, /, max_tokens: int | None = None, **kwargs: object) -> np.ndarray:
         ids = [int(t) for t in input_ids]
         room = self._session.n_ctx - len(ids)
         if room <= 1 or not ids:
             return np.empty(0, dtype=np.int32)
         self._session.prefill(ids)
         guesses = []
-        for _ in range(min(self.num_pred_tokens, room - 1)):
+        n = min(self.num_pred_tokens, max_tokens or self.num_pred_tokens, room - 1)
+        for i in range(n):
             token = self._sampler.sample(self.context)
             if self.model.vocab.is_eog(token):
                 break
             guesses.append(token)
-            self._session.append(token)
+            if i + 1 < n:  # the last guess needs no decode: nothing is guessed after it
+                self._session.append(token)
         return np.asarray(guesses, dtype=np.int32)
 
     def close(self) -> None:

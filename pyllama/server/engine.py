@@ -36,16 +36,14 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-import numpy as np
-
 from ..batch import Batch
 from ..context import Context
 from ..errors import KVCacheFullError, LlamaError
-from ..generation.core import Event, Generation, Request
 from ..generation.cache import LlamaState, RAMCache
+from ..generation.core import Event, Generation, Request
 from ..generation.draft_policy import DecodeCost, DraftPolicy
-from ..generation.speculative import Drafter
 from ..generation.session import common_prefix, discarded_by_shift
+from ..generation.speculative import Drafter, guess
 from ..model import Model
 from ..multimodal.prompt import reusable_prefix, text_ahead
 
@@ -429,7 +427,7 @@ class Engine:
         if not k:
             return []
         started = time.perf_counter()
-        draft = [int(t) for t in slot.drafter(np.asarray(slot.tokens + [slot.next_token], dtype=np.int32))][:k]
+        draft = guess(slot.drafter, slot.tokens + [slot.next_token], k)
         slot.policy.drafted(len(draft), time.perf_counter() - started)
         return draft
 
