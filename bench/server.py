@@ -36,7 +36,7 @@ def start(kind: str, args, model: Path, port: int) -> subprocess.Popen:
     threads = str(args.threads)
     commands = {
         "pyllama": [sys.executable, "-m", "pyllama.server", "--model", str(model), "--port", str(port),
-                    "--n_ctx", "4096", "--n_parallel", "8", "--n_threads", threads, "--n_threads_batch", threads],
+                    "--n_ctx", "4096", "--n_parallel", "8", "-kvu", "--n_threads", threads, "--n_threads_batch", threads],
         "llama-cpp-python": [args.llama_cpp_python, "-m", "llama_cpp.server", "--model", str(model), "--port",
                              str(port), "--n_ctx", "4096", "--n_threads", threads, "--n_threads_batch", threads],
         "llama-server": [args.llama_server, "-m", str(model), "--port", str(port), "-c", "4096", "-np", "8", "-kvu",

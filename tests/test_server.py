@@ -23,7 +23,7 @@ WEATHER = {"type": "function", "function": {"name": "get_weather", "parameters":
 
 @pytest.fixture(scope="module")
 def server(tiny_spm):
-    with running_server(tiny_spm[0], "--metrics", "--n_ctx", "2048", "--n_parallel", "8", "--n_threads", "2",
+    with running_server(tiny_spm[0], "--metrics", "--n_ctx", "2048", "--n_parallel", "8", "-kvu", "--n_threads", "2",
                         "--model_alias", "tiny") as base:
         yield base
 
@@ -209,6 +209,16 @@ def test_settings_from_flags_and_environment(tiny_spm, monkeypatch):
     assert parse(["--n_ctx", "512"]).n_ctx == 512  # a flag wins over the environment
     with pytest.raises(SystemExit):
         parse(["--model", "/nonexistent.gguf"])
+
+
+def test_slots_share_the_kv_cache_unless_their_number_is_given_as_in_llama_server(tiny_spm):
+    from pyllama.server.settings import parse
+
+    model = ["--model", str(tiny_spm[0])]
+    assert parse(model).kv_unified  # 4 slots by default, one shared cache
+    assert not parse([*model, "-np", "2"]).kv_unified  # each slot gets n_ctx / 2
+    assert parse([*model, "-np", "2", "-kvu"]).kv_unified
+    assert not parse([*model, "--no-kv-unified"]).kv_unified
 
 
 def test_config_file_serves_several_models(tiny_spm, tiny_bpe, tmp_path):

@@ -23,7 +23,7 @@ THINKING = 'root ::= "<think>I ponder</think>" " Hello there friend"'  # a reaso
 
 @pytest.fixture(scope="module")
 def server(tiny_spm):
-    with running_server(tiny_spm[0], "--n_ctx", "2048", "--n_parallel", "4", "--n_threads", "2",
+    with running_server(tiny_spm[0], "--n_ctx", "2048", "--n_parallel", "4", "-kvu", "--n_threads", "2",
                         "--model_alias", "tiny", "--api_key", KEY) as base:
         yield base
 

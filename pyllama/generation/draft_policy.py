@@ -20,6 +20,7 @@ import math
 MARGIN = 1.05  # drafting must promise 5% more tokens per second than plain decoding
 PROBE_BUDGET = 0.02  # share of the decoding time that probing for guesses that pay again may take
 FORGET = 0.95  # weight of the past in the running estimates
+FITTED_TOKENS = 64  # the cost fit covers decodes up to this size: generating slots and their guesses
 
 
 @dataclasses.dataclass
@@ -32,24 +33,20 @@ class SpeculationStats:
         return self.accepted / self.drafted if self.drafted else 0.0
 
 
-class DecodeCost:
-    """``seconds(n)``: the time a decode of ``n`` tokens takes, from a running linear fit."""
+class LinearFit:
+    """``seconds(n)`` = fixed + per_token * n, a running least-squares fit that forgets slowly."""
 
     def __init__(self) -> None:
         self._w = self._n = self._t = self._nn = self._nt = 0.0
-        self._draft_seconds = self._drafted = 0.0
 
     def observe(self, n_tokens: int, seconds: float) -> None:
         f = FORGET
         self._w, self._n, self._t = f * self._w + 1, f * self._n + n_tokens, f * self._t + seconds
         self._nn, self._nt = f * self._nn + n_tokens * n_tokens, f * self._nt + n_tokens * seconds
 
-    def observe_drafting(self, n_tokens: int, seconds: float) -> None:
-        self._drafted, self._draft_seconds = FORGET * self._drafted + n_tokens, FORGET * self._draft_seconds + seconds
-
     @property
     def known(self) -> bool:
-        """Enough decodes of different sizes to tell the fixed part from the per-token part."""
+        """Enough observations of different sizes to tell the fixed part from the per-token part."""
         return self._w > 2 and self._w * self._nn - self._n * self._n > 1e-9 * self._w * self._w
 
     def seconds(self, n_tokens: int) -> float:
@@ -58,8 +55,36 @@ class DecodeCost:
         fixed = max(0.0, (self._t - per_token * self._n) / self._w) if self._w else 0.0
         return fixed + per_token * n_tokens
 
+    def per_token(self) -> float:
+        """Seconds per token on average, for a fit that has seen one size only."""
+        return self._t / self._n if self._n else 0.0
+
+
+class DecodeCost:
+    """What a decode of ``n`` tokens costs, and what drafting ``k`` guesses costs: prompt lookup
+    costs about the same per call whatever it finds, a draft model a decode per guess."""
+
+    def __init__(self) -> None:
+        self._decodes, self._drafting = LinearFit(), LinearFit()
+
+    def observe(self, n_tokens: int, seconds: float) -> None:
+        if n_tokens <= FITTED_TOKENS:  # a long prompt's decode would bend the fit of the small ones drafting weighs
+            self._decodes.observe(n_tokens, seconds)
+
+    def observe_drafting(self, n_tokens: int, seconds: float) -> None:
+        self._drafting.observe(n_tokens, seconds)
+
+    @property
+    def known(self) -> bool:
+        return self._decodes.known
+
+    def seconds(self, n_tokens: int) -> float:
+        return self._decodes.seconds(n_tokens)
+
     def drafting_seconds(self, n_tokens: int) -> float:
-        return self._draft_seconds / self._drafted * n_tokens if self._drafted else 0.0
+        if self._drafting.known:
+            return self._drafting.seconds(n_tokens)
+        return self._drafting.per_token() * n_tokens
 
 
 class DraftPolicy:

@@ -9,6 +9,7 @@ with, so the output is exactly what plain decoding would give.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import os
 import time
@@ -30,12 +31,18 @@ def guess(drafter: Drafter, tokens: list[int], k: int) -> list[int]:
     """Up to ``k`` guesses to follow ``tokens``; a draft model told ``max_tokens=k`` runs no
     further than will be checked (a plain ``draft(input_ids)`` function is called as it is)."""
     ids = np.asarray(tokens, dtype=np.int32)
-    try:
-        parameters = inspect.signature(drafter).parameters.values()
-    except (TypeError, ValueError):  # a builtin without a signature
-        parameters = ()
-    takes_limit = any(p.kind is p.VAR_KEYWORD or p.name == "max_tokens" for p in parameters)
+    plain_function = inspect.isfunction(drafter) or inspect.ismethod(drafter)
+    takes_limit = _takes_limit(drafter if plain_function else type(drafter).__call__)
     return [int(t) for t in (drafter(ids, max_tokens=k) if takes_limit else drafter(ids))[:k]]
+
+
+@functools.lru_cache(maxsize=64)  # asked before every guess, and a signature takes longer than a small guess
+def _takes_limit(call: Callable[..., object]) -> bool:
+    try:
+        parameters = inspect.signature(call).parameters.values()
+    except (TypeError, ValueError):  # a builtin without a signature
+        return False
+    return any(p.kind is p.VAR_KEYWORD or p.name == "max_tokens" for p in parameters)
 
 
 def verified_tokens(session: Session, sample: Callable[..., int], drafter: Drafter,

@@ -133,8 +133,9 @@ OPTIONS = [
     Option("flash_attn", _auto_flag, "flash attention: on, off or auto (default auto)", ("-fa",)),
     Option("cache_type_k", str, "KV cache type for K (f16, q8_0, q4_0, ...)", ("-ctk",)),
     Option("cache_type_v", str, "KV cache type for V (needs flash attention when quantized)", ("-ctv",)),
-    Option("kv_unified", _flag, "one KV cache shared by the slots, so one request may use all of it (default "
-                                "true); off: each slot gets n_ctx / n_parallel", ("-kvu",), switch=True,
+    Option("kv_unified", _flag, "one KV cache shared by the slots, so one request may use all of it; off: "
+                                "each slot gets n_ctx / n_parallel (default, as llama-server's: on unless "
+                                "-np is given)", ("-kvu",), switch=True,
            negation="--no-kv-unified"),
     Option("swa_full", _flag, "full-size KV cache for sliding-window attention", switch=True),
     Option("context_shift", _flag, "when a reply reaches the end of the context, drop the older half and go on",
@@ -293,6 +294,8 @@ def _settings(parser: argparse.ArgumentParser, values: dict) -> Settings:
         parser.error(f"--spec-type {kind} needs a draft model (--model-draft PATH)")
     if values.get("model_draft") and not Path(values["model_draft"]).is_file():
         parser.error(f"draft model file not found: {values['model_draft']}")
+    if "kv_unified" not in values:  # llama-server's rule: slots share the cache unless their number is given
+        values["kv_unified"] = "n_parallel" not in values
     if values.get("slot_save_path") and not Path(values["slot_save_path"]).is_dir():
         parser.error(f"--slot-save-path {values['slot_save_path']} is not a folder")
     return Settings(**values, api_keys=frozenset(keys))
