@@ -49,15 +49,17 @@ class LinearFit:
         """Enough observations of different sizes to tell the fixed part from the per-token part."""
         return self._w > 2 and self._w * self._nn - self._n * self._n > 1e-9 * self._w * self._w
 
-    def seconds(self, n_tokens: int) -> float:
+    def line(self) -> tuple[float, float]:
+        """``(fixed, per_token)``; a fit that has seen one size only is all per token."""
         spread = self._w * self._nn - self._n * self._n
-        per_token = max(0.0, (self._w * self._nt - self._n * self._t) / spread) if spread > 0 else 0.0
-        fixed = max(0.0, (self._t - per_token * self._n) / self._w) if self._w else 0.0
-        return fixed + per_token * n_tokens
+        if not self.known:
+            return 0.0, (self._t / self._n if self._n else 0.0)
+        per_token = max(0.0, (self._w * self._nt - self._n * self._t) / spread)
+        return max(0.0, (self._t - per_token * self._n) / self._w), per_token
 
-    def per_token(self) -> float:
-        """Seconds per token on average, for a fit that has seen one size only."""
-        return self._t / self._n if self._n else 0.0
+    def seconds(self, n_tokens: int) -> float:
+        fixed, per_token = self.line()
+        return fixed + per_token * n_tokens
 
 
 class DecodeCost:
@@ -81,10 +83,10 @@ class DecodeCost:
     def seconds(self, n_tokens: int) -> float:
         return self._decodes.seconds(n_tokens)
 
-    def drafting_seconds(self, n_tokens: int) -> float:
-        if self._drafting.known:
-            return self._drafting.seconds(n_tokens)
-        return self._drafting.per_token() * n_tokens
+    def guessing_line(self, batch: int) -> tuple[float, float]:
+        """``(fixed, per_guess)``: drafting k guesses and decoding them after ``batch`` tokens."""
+        (decode_fixed, per_token), (draft_fixed, per_draft) = self._decodes.line(), self._drafting.line()
+        return decode_fixed + per_token * batch + draft_fixed, per_token + per_draft
 
 
 class DraftPolicy:
@@ -111,11 +113,13 @@ class DraftPolicy:
             self._learning_plain = not self._learning_plain  # guesses would never show a plain one
             return 0 if self._learning_plain else min(limit, 4)
         a, plain = self.acceptance, self.cost.seconds(batch)
+        fixed, per_guess = self.cost.guessing_line(batch)  # once: this runs before every decode
         best, best_rate = 0, 1.0 / plain if plain > 0 else 0.0
-        expected = 1.0
+        expected, chance = 1.0, 1.0
         for k in range(1, limit + 1):
-            expected += a ** k  # tokens this decode gives: the sampled one and the accepted guesses
-            rate = expected / (self.cost.seconds(batch + k) + self.cost.drafting_seconds(k))
+            chance *= a
+            expected += chance  # tokens this decode gives: the sampled one and the accepted guesses
+            rate = expected / (fixed + per_guess * k)
             if rate > best_rate * MARGIN and k >= self.min_draft:
                 best, best_rate = k, rate
         if best:
@@ -126,7 +130,7 @@ class DraftPolicy:
             self._backoff = min(64, self._backoff * 2)
             # a probe costs a guess (for a draft model, catching up on the text since the last one)
             # and a longer decode: space probes so that they take at most PROBE_BUDGET of the time
-            probe = self.cost.drafting_seconds(1) + self.cost.seconds(batch + 1) - plain
+            probe = fixed + per_guess - plain
             self._wait = max(self._backoff, math.ceil(probe / (PROBE_BUDGET * plain)) if plain > 0 else 0)
             return 1
         return 0
