@@ -198,16 +198,16 @@ class Context(NativeObject):
         abort callback stopped it, DecodeError on other failures.
         """
         # an embedding context outputs every token, whatever the batch asks for
-        self._run(batch, lib.llama_decode, "llama_decode", batch.n_tokens if self._embeddings else batch.n_outputs)
+        self._run(batch, lib.llama_decode, "llama_decode", every_token=self._embeddings)
 
     def encode(self, batch: Batch) -> None:
         """Run the encoder of an encoder-decoder model (or a non-causal embedding model)."""
         if not self._can_encode:  # llama_encode on a decoder's KV memory crashes the process
             raise ValueError("encode() needs an encoder-decoder model (T5) or an embedding model without KV memory "
                              "(BERT); use decode() for this model")
-        self._run(batch, lib.llama_encode, "llama_encode", batch.n_tokens)  # the encoder outputs every token
+        self._run(batch, lib.llama_encode, "llama_encode", every_token=True)  # the encoder outputs every token
 
-    def _run(self, batch: Batch, function: Callable[[Any, Any], int], name: str, n_outputs: int) -> None:
+    def _run(self, batch: Batch, function: Callable[[Any, Any], int], name: str, every_token: bool) -> None:
         if batch.n_tokens == 0:
             raise ValueError(f"{name}: the batch is empty")
         with self._lock:
@@ -216,7 +216,7 @@ class Context(NativeObject):
                 raise ValueError(f"{name}: the batch has {batch.n_tokens} tokens but n_batch is "
                                  f"{self._n_batch}; split it or create the Context with a larger n_batch")
             if batch._c.n_tokens > self._reserved_outputs:  # only then can the outputs outgrow the buffer
-                self._before_output_change(n_outputs)
+                self._before_output_change(batch.n_tokens if every_token else batch.n_outputs)
             checks.before_call()
             code = function(pointer, batch._c[0])
             if self._abort is not None:
