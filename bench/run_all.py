@@ -14,6 +14,7 @@ import argparse
 import datetime
 import importlib.util
 import os
+import platform
 import re
 import shutil
 import subprocess
@@ -79,6 +80,17 @@ def run(script: str, *args: str) -> str:
     return out.stdout.strip()
 
 
+def machine() -> str:
+    """The CPU and core count the figures come from: ratios hold across machines, speeds do not."""
+    model = platform.processor() or platform.machine()
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text()
+        model = next(line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{model}, {os.cpu_count()} cores"
+
+
 def ratios(table: str, row: str) -> list[float]:
     """The 'N.NNx' or plain ratio cells of the row that starts with ``row``."""
     line = next(l for l in table.splitlines() if l.startswith(f"| {row}"))
@@ -134,7 +146,7 @@ def main() -> None:
     }
     RESULTS.mkdir(exist_ok=True)
     stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
-    text = [f"# Benchmarks ({stamp}, {args.threads} threads)\n"]
+    text = [f"# Benchmarks ({stamp}, {args.threads} threads)\n", f"Machine: {machine()}.\n"]
     text += [f"## {title}\n\n{table}\n" for title, table in sections.items()]
     (RESULTS / "latest.md").write_text("\n".join(text))
     entries = []

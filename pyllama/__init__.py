@@ -10,6 +10,7 @@ from .errors import (
     DecodeAbortedError,
     DecodeError,
     GPUUnavailableWarning,
+    IgnoredArgumentWarning,
     KVCacheFullError,
     LlamaError,
     MediaError,
@@ -20,6 +21,7 @@ from .errors import (
 from .conversation import ChatSession
 from .generation import (ContextFullError, DiskCache, DraftModel, LlamaState, PromptLookupDecoding, RAMCache,
                          SamplingParams, Session)
+from .generation.hooks import LogitsProcessorList, StoppingCriteriaList
 from .llama import Llama
 from .lora import LoraAdapter
 from .model import Model
@@ -55,6 +57,9 @@ __all__ = [
     "DecodeAbortedError",
     "DecodeError",
     "GPUUnavailableWarning",
+    "IgnoredArgumentWarning",
+    "LogitsProcessorList",
+    "StoppingCriteriaList",
     "Device",
     "DiskCache",
     "DraftModel",

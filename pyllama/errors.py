@@ -51,6 +51,18 @@ class MediaTooLargeError(MediaError):
     """An image or audio input is larger than a limit (bytes, or pixels); the message names it."""
 
 
+class ChatTemplateError(ValueError):
+    """The chat template does not parse, or failed for these messages."""
+
+
+class TemplateLimitError(ChatTemplateError):
+    """A chat template went past a limit on what it may make or take (the size of a text, the time
+    it renders); the message names the limit. Templates come inside model files, from anyone."""
+
+
 class GPUUnavailableWarning(RuntimeWarning):
     """The build has a GPU backend that cannot run on this machine, so pyllama uses the CPU."""
 
+
+class IgnoredArgumentWarning(UserWarning):
+    """A llama-cpp-python argument was given that has no effect in pyllama; the message names it."""

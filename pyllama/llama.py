@@ -23,16 +23,20 @@ from .chat.media import MediaReader
 from .context import Context
 from .embedding import embed
 from .enums import FlashAttnType, GGMLType, PoolingType, RopeScalingType, SplitMode
+from .compat.accessors import LlamaCppAccessors
+from .compat.arguments import COMPLETION_ARGUMENTS, LLAMA_ARGUMENTS, LLAMA_REFUSED, check_ignored, projector_of
 from .errors import ContextOverflowError
 from .generation.cache import LlamaState
 from .generation.core import Event, Request, generate, infill_prompt, prompt_infos
 from .generation.draft_policy import DecodeCost, DraftPolicy, SpeculationStats
+from .generation.hooks import LogitsProcessor, StoppingCriterion
 from .generation.params import SamplingParams
 from .generation.session import Session, common_prefix
 from .generation.speculative import DraftModel, Drafter
 from .lora import LoraAdapter
 from .model import KvValue, Model
 from .multimodal import MediaPrompt, Projector
+from .placement import TensorOverrides
 from .rerank import ranking, score
 from .results import collect, completion_chunks, logprobs_dict
 from .sampler import DEFAULT_SEED
@@ -40,12 +44,9 @@ from .turns import Turns
 
 Prompt = Union[str, Sequence[int], MediaPrompt]  # a MediaPrompt: text with images/audio (Llama.projector)
 
-# llama-cpp-python constructor arguments that have no effect here (kept so ported code runs)
-_IGNORED = {"logits_all", "numa", "last_n_tokens_size", "offload_kqv_warned", "mul_mat_q", "f16_kv",
-            "low_vram", "embd_normalize", "type_k_warned", "spm_infill", "no_perf"}
 
 
-class Llama:
+class Llama(LlamaCppAccessors):
     def __init__(
         self,
         model_path: str | os.PathLike[str],
@@ -55,6 +56,10 @@ class Llama:
         main_gpu: int = 0,
         tensor_split: Sequence[float] | None = None,
         rpc_servers: str | Sequence[str] | None = None,
+        devices: Sequence[str] | None = None,
+        tensor_overrides: TensorOverrides | None = None,
+        cpu_moe: bool = False,
+        n_cpu_moe: int = 0,
         vocab_only: bool = False,
         use_mmap: bool = True,
         use_mlock: bool = False,
@@ -90,9 +95,8 @@ class Llama:
         verbose: bool = False,
         **ignored: Any,
     ) -> None:
-        unknown = set(ignored) - _IGNORED
-        if unknown:
-            raise TypeError(f"Llama() got unexpected arguments: {', '.join(sorted(unknown))}")
+        check_ignored("Llama", ignored, LLAMA_ARGUMENTS, LLAMA_REFUSED)
+        mmproj = mmproj or projector_of(chat_handler)  # llama-cpp-python's vision handlers carry the projector
         if isinstance(rpc_servers, str):
             rpc_servers = [s.strip() for s in rpc_servers.split(",") if s.strip()]
         self.model_path = os.fspath(model_path)
@@ -101,7 +105,8 @@ class Llama:
         self.chat_format = chat_format
         self.chat_handler = chat_handler
         self.model = Model(model_path, n_gpu_layers=n_gpu_layers, split_mode=split_mode, main_gpu=main_gpu,
-                           tensor_split=tensor_split, rpc_servers=rpc_servers, use_mmap=use_mmap,
+                           tensor_split=tensor_split, rpc_servers=rpc_servers, devices=devices,
+                           tensor_overrides=tensor_overrides, cpu_moe=cpu_moe, n_cpu_moe=n_cpu_moe, use_mmap=use_mmap,
                            use_mlock=use_mlock, vocab_only=vocab_only, kv_overrides=kv_overrides, verbose=verbose)
         self.context: Context | None = None
         self._session: Session | None = None
@@ -220,16 +225,17 @@ class Llama:
         logit_bias: Mapping[int | str, float] | None = None,
         loras: Mapping[str, float] | None = None,
         grammar_triggers: Sequence[str] = (),
+        logits_processor: LogitsProcessor | None = None,
+        stopping_criteria: StoppingCriterion | None = None,
         **ignored: Any,
     ) -> dict[str, Any] | Iterator[dict[str, Any]]:
         """Complete ``prompt``; a dict, or with ``stream=True`` an iterator of chunks.
 
         A stream holds this Llama between chunks: calls from other threads wait for it to end,
-        and a later call from the same thread ends it (see pyllama.turns).
+        and a later call from the same thread ends it (see pyllama.turns). ``logits_processor``
+        and ``stopping_criteria`` run at each step, as in llama-cpp-python (pyllama.generation.hooks).
         """
-        unknown = set(ignored) - {"tfs_z", "stopping_criteria", "logits_processor"}
-        if unknown:
-            raise TypeError(f"create_completion() got unexpected arguments: {', '.join(sorted(unknown))}")
+        check_ignored("create_completion", ignored, COMPLETION_ARGUMENTS)
         params = SamplingParams(
             temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, typical_p=typical_p,
             repeat_penalty=repeat_penalty, frequency_penalty=frequency_penalty, presence_penalty=presence_penalty,
@@ -238,7 +244,8 @@ class Llama:
             grammar=str(grammar) if grammar is not None else None, grammar_triggers=tuple(grammar_triggers))
         prompt_tokens = self._prompt_tokens(prompt, suffix)
         request = Request(prompt_tokens, params, max_tokens, [stop] if isinstance(stop, str) else list(stop or ()),
-                          logprobs, media=prompt.media if isinstance(prompt, MediaPrompt) else {})
+                          logprobs, media=prompt.media if isinstance(prompt, MediaPrompt) else {},
+                          logits_processor=logits_processor, stopping_criteria=stopping_criteria)
         echo_text = None
         if echo and request.media:
             raise ValueError("echo is not available for prompts with images or audio")

@@ -30,3 +30,7 @@ class LoraAdapter(NativeObject):
 
     def __eq__(self, other: object) -> bool:
         return self is other
+
+
+# adapters with their scales, as one decode applies them: comparable, so that jobs with the same set can share one
+AppliedLoras = tuple[tuple[LoraAdapter, float], ...]

@@ -17,6 +17,7 @@ from ._binding.native import NativeObject, owned
 from .enums import FileType, RopeType, SplitMode
 from .errors import ModelLoadError
 from .gguf_check import check_gguf
+from .placement import Placement, TensorOverrides, check_split
 from .vocab import Vocab
 
 KvValue = Union[bool, int, float, str]
@@ -58,32 +59,13 @@ def _kv_overrides(overrides: Mapping[str, KvValue]) -> Any:
     return array
 
 
-def _rpc_devices(servers: Sequence[str]) -> list[Any]:
-    devices = []
-    for endpoint in servers:
-        checks.before_call()
-        reg = checks.check_pointer(lib.pyllama_rpc_add_server(endpoint.encode()), ModelLoadError,
-                                   f"could not reach the RPC server {endpoint!r}", guarded=True)
-        devices += [lib.ggml_backend_reg_dev_get(reg, i) for i in range(lib.ggml_backend_reg_dev_count(reg))]
-    return devices
-
-
-def _local_devices() -> list[Any]:
-    """GPU-like devices of this machine; llama.cpp's default list when no RPC server is given."""
-    found = []
-    for i in range(lib.ggml_backend_dev_count()):
-        device = lib.ggml_backend_dev_get(i)
-        if lib.ggml_backend_dev_type(device) in (lib.GGML_BACKEND_DEVICE_TYPE_GPU, lib.GGML_BACKEND_DEVICE_TYPE_IGPU):
-            reg_name = ffi.string(lib.ggml_backend_reg_name(lib.ggml_backend_dev_backend_reg(device)))
-            if reg_name != b"RPC":
-                found.append(device)
-    return found
-
-
 class Model(NativeObject):
     """A llama.cpp model loaded from a GGUF file.
 
-    ``n_gpu_layers=-1`` offloads every layer. ``progress`` is called with a fraction
+    ``n_gpu_layers=-1`` offloads every layer. ``devices`` names the devices to offload to
+    (``[]``: none), ``tensor_overrides`` pins tensors whose names match a pattern to a buffer
+    type (``{r"ffn_.*_exps": "CPU"}``), ``cpu_moe``/``n_cpu_moe`` keep the experts of every
+    layer/the first N layers on the CPU (see pyllama.placement). ``progress`` is called with a fraction
     while loading; returning ``False`` cancels the load. ``verbose`` on a terminal, with
     no ``progress`` given, draws a progress bar on stderr. Bad files raise
     FileNotFoundError or ModelLoadError; they never take the process down.
@@ -98,6 +80,10 @@ class Model(NativeObject):
         main_gpu: int = 0,
         tensor_split: Sequence[float] | None = None,
         rpc_servers: Sequence[str] | None = None,
+        devices: Sequence[str] | None = None,
+        tensor_overrides: TensorOverrides | None = None,
+        cpu_moe: bool = False,
+        n_cpu_moe: int = 0,
         use_mmap: bool = True,
         use_mlock: bool = False,
         vocab_only: bool = False,
@@ -121,15 +107,12 @@ class Model(NativeObject):
             lib.LLAMA_LOAD_MODE_MLOCK if use_mlock else 0)
         keep = []  # C arrays the params point into, alive until the load returns
         if tensor_split is not None:
-            if len(tensor_split) > lib.llama_max_devices():
-                raise ValueError(f"tensor_split has {len(tensor_split)} entries, this build supports "
-                                 f"{lib.llama_max_devices()} devices")
-            keep.append(ffi.new("float[]", list(tensor_split) + [0.0] * (lib.llama_max_devices() - len(tensor_split))))
+            shares = check_split(tensor_split)
+            keep.append(ffi.new("float[]", shares + [0.0] * (lib.llama_max_devices() - len(shares))))
             params.tensor_split = keep[-1]
-        if rpc_servers:
-            devices = _rpc_devices(rpc_servers) + _local_devices()
-            keep.append(ffi.new("ggml_backend_dev_t[]", devices + [ffi.NULL]))
-            params.devices = keep[-1]
+        self.placement = Placement(tensor_overrides=tensor_overrides, cpu_moe=cpu_moe, n_cpu_moe=n_cpu_moe,
+                                   devices=devices, rpc_servers=rpc_servers)
+        self.placement.apply(params)
         if kv_overrides:
             keep.append(_kv_overrides(kv_overrides))
             params.kv_overrides = keep[-1]

@@ -53,6 +53,16 @@ def tiny_bpe(models_dir):
 
 
 @pytest.fixture(scope="session")
+def tiny_moe(models_dir):
+    """Path of a tiny Mixtral-style llama (4 experts, 2 used per token, 3 layers): placement tests."""
+    from models import Shape, write_llama
+
+    path = models_dir / "tiny-moe.gguf"
+    write_llama(path, "spm", shape=Shape(n_layer=3), seed=7, n_expert=4, n_expert_used=2)
+    return path
+
+
+@pytest.fixture(scope="session")
 def model(tiny_spm):
     import pyllama
 

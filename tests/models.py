@@ -140,9 +140,28 @@ def write_vocab(writer: gguf.GGUFWriter, vocab: Vocabulary) -> None:
     writer.add_add_bos_token(vocab.add_bos)
 
 
+def _experts(weights: dict[str, np.ndarray], shape: Shape, n_expert: int, seed: int) -> dict[str, np.ndarray]:
+    """The dense FFN of each layer replaced by ``n_expert`` experts and a router (Mixtral's layout)."""
+    rng = np.random.default_rng(seed + 1000)
+    moe = {k: v for k, v in weights.items() if not k.endswith(("ffn_gate.weight", "ffn_up.weight", "ffn_down.weight"))}
+    for i in range(shape.n_layer):
+        moe |= {
+            f"blk.{i}.ffn_gate_inp.weight": rng.standard_normal((n_expert, shape.n_embd)).astype(np.float32),
+            f"blk.{i}.ffn_gate_exps.weight": (rng.standard_normal((n_expert, shape.n_ff, shape.n_embd))
+                                              / np.sqrt(shape.n_embd)).astype(np.float32),
+            f"blk.{i}.ffn_up_exps.weight": (rng.standard_normal((n_expert, shape.n_ff, shape.n_embd))
+                                            / np.sqrt(shape.n_embd)).astype(np.float32),
+            f"blk.{i}.ffn_down_exps.weight": (rng.standard_normal((n_expert, shape.n_embd, shape.n_ff))
+                                              / np.sqrt(shape.n_ff)).astype(np.float32),
+        }
+    return moe
+
+
 def write_llama(path: Path, vocab: Vocabulary | str = "spm", shape: Shape = Shape(), seed: int = 0,
-                chat_template: str | None = None, name: str = "tiny-llama") -> dict[str, np.ndarray]:
-    """Write a tiny llama GGUF (F32) and return its weights for the numpy reference."""
+                chat_template: str | None = None, name: str = "tiny-llama", n_expert: int = 0,
+                n_expert_used: int = 2) -> dict[str, np.ndarray]:
+    """Write a tiny llama GGUF (F32) and return its weights for the numpy reference (which knows
+    no experts: with ``n_expert``, a Mixture-of-Experts model for placement tests)."""
     if isinstance(vocab, str):
         vocab = spm_vocab(shape.n_vocab_extra) if vocab == "spm" else bpe_vocab()
     writer = gguf.GGUFWriter(str(path), "llama")
@@ -161,6 +180,10 @@ def write_llama(path: Path, vocab: Vocabulary | str = "spm", shape: Shape = Shap
     if chat_template is not None:
         writer.add_chat_template(chat_template)
     weights = _weights(shape, len(vocab.tokens), seed)
+    if n_expert:
+        writer.add_expert_count(n_expert)
+        writer.add_expert_used_count(n_expert_used)
+        weights = _experts(weights, shape, n_expert, seed)
     for name_, array in weights.items():
         writer.add_tensor(name_, array)
     writer.write_header_to_file()

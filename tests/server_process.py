@@ -8,6 +8,7 @@ import sys
 import time
 import urllib.request
 from contextlib import contextmanager
+from pathlib import Path
 
 
 def free_port() -> int:
@@ -20,22 +21,25 @@ class ServerURL(str):
     """The server's base URL, knowing the server's process id."""
 
     pid: int
+    process: subprocess.Popen
 
 
 @contextmanager
-def running_server(model, *args: str, timeout: float = 60):
-    """``model=None`` starts it without --model (the demo model's fallback). Yields the base URL."""
+def running_server(model, *args: str, timeout: float = 60, log: Path | None = None):
+    """``model=None`` starts it without --model (the demo model's fallback). Yields the base URL.
+    ``log``: the server's output goes to this file (else to a pipe read only if it fails to start)."""
     port = free_port()
     model_flag = [] if model is None else ["--model", str(model)]
     command = [sys.executable, "-m", "pyllama.server", *model_flag, "--port", str(port), *args]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    output = open(log, "w") if log is not None else subprocess.PIPE  # noqa: SIM115 - closed below
+    process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, text=True)
     base = ServerURL(f"http://127.0.0.1:{port}")
-    base.pid = process.pid
+    base.pid, base.process = process.pid, process
     deadline = time.monotonic() + timeout
     try:
         while True:
             if process.poll() is not None:
-                raise RuntimeError(f"the server exited: {process.stdout.read()}")
+                raise RuntimeError(f"the server exited: {log.read_text() if log else process.stdout.read()}")
             try:
                 with urllib.request.urlopen(f"{base}/health", timeout=2):
                     break
@@ -50,3 +54,5 @@ def running_server(model, *args: str, timeout: float = 60):
             process.wait(timeout=20)
         except subprocess.TimeoutExpired:
             process.kill()
+        if log is not None:
+            output.close()

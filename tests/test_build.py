@@ -86,6 +86,20 @@ def test_missing_gpu_toolkit_fails_the_real_configure(tmp_path, llama_cpp_dir):
     assert "Vulkan" in result.stderr
 
 
+def test_missing_blas_library_is_one_line_naming_what_to_install(tmp_path, llama_cpp_dir):
+    # BLIS (vendor FLAME) is not what CI installs; the check runs before llama.cpp is configured
+    if list(Path("/usr/lib").glob("**/libblis.so*")):
+        pytest.skip("this machine has BLIS")
+    result = subprocess.run([CMAKE, "-S", str(REPO), "-B", str(tmp_path), "-DGGML_BLAS=ON", "-DGGML_BLAS_VENDOR=FLAME"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    errors = [line.strip() for line in result.stderr.splitlines() if "pyllama:" in line]
+    assert errors == ["pyllama: -DGGML_BLAS=ON needs the FLAME BLAS library, which was not found; install it "
+                      "(Debian/Ubuntu: apt-get install libblis-dev) or leave -DGGML_BLAS out for a CPU build "
+                      "without BLAS."], result.stderr
+    assert "FindBLAS" not in result.stderr + result.stdout and "-- Configuring incomplete" in result.stdout
+
+
 def run_materialize(dest: Path, cache: Path, *args: str) -> subprocess.CompletedProcess:
     (dest / "pin.json").write_bytes((MATERIALIZE.parent / "pin.json").read_bytes())
     script = dest / "materialize.py"
@@ -148,6 +162,13 @@ def test_every_built_library_is_inside_the_package_with_origin_rpath():
             assert (PACKAGE / library).exists(), library
 
 
-def test_upstream_license_ships_in_the_package():
-    text = (PACKAGE / "LICENSE.llama.cpp").read_text()
-    assert "MIT License" in text
+def test_both_licenses_ship_and_are_named_in_the_metadata(llama_cpp_dir):
+    from importlib.metadata import distribution
+
+    installed = distribution("pyllama-cffi")
+    assert installed.metadata["License-Expression"] == "MIT"
+    assert installed.metadata.get_all("License-File") == ["LICENSE", "LICENSE-llama.cpp"]
+    shipped = {file.name: file for file in installed.files if "licenses" in file.parts}
+    assert shipped["LICENSE"].read_text() == (REPO / "LICENSE").read_text()
+    # the copy at the root is the license of the pinned tree, word for word
+    assert shipped["LICENSE-llama.cpp"].read_text() == (llama_cpp_dir / "LICENSE").read_text()

@@ -73,7 +73,8 @@ def reply(*pieces: str, reasoning: tuple[str, ...] = (), timings: dict | None = 
 
 @pytest.fixture(scope="module")
 def server(tiny_spm):
-    with running_server(tiny_spm[0], "--n_ctx", "1024", "--n_parallel", "2") as base:
+    # a chat template chosen: the page starts in chat mode (a model with none starts in text mode)
+    with running_server(tiny_spm[0], "--n_ctx", "1024", "--n_parallel", "2", "--chat-template", "chatml") as base:
         yield base
 
 

@@ -17,8 +17,8 @@ from conftest import REPO
 
 def test_index_per_backend(tmp_path):
     wheels, out = tmp_path / "dist", tmp_path / "index"
-    for backend, name in (("cpu", "pyllama_cffi-0.1.0-cp39-abi3-linux_x86_64.whl"),
-                          ("cu13", "pyllama_cffi-0.1.0-cp39-abi3-manylinux_2_28_x86_64.whl")):
+    for backend, name in (("cpu", "pyllama_cffi-0.1.0-cp310-abi3-linux_x86_64.whl"),
+                          ("cu13", "pyllama_cffi-0.1.0-cp310-abi3-manylinux_2_28_x86_64.whl")):
         (wheels / backend).mkdir(parents=True)
         (wheels / backend / name).write_bytes(f"{backend} wheel".encode())
     result = subprocess.run([sys.executable, str(REPO / "wheels" / "index.py"), str(wheels), str(out)],
@@ -52,7 +52,7 @@ def test_cuda_wheel_is_stamped_with_commit_and_runtime_wheels(tmp_path):
     import json
     import zipfile
 
-    wheel = tmp_path / "pyllama_cffi-0.1.0-cp39-abi3-linux_x86_64.whl"
+    wheel = tmp_path / "pyllama_cffi-0.1.0-cp310-abi3-linux_x86_64.whl"
     _wheel_with_metadata(wheel)
     result = subprocess.run([sys.executable, str(REPO / "wheels" / "metadata.py"), str(wheel), "--cuda", "13.0"],
                             capture_output=True, text=True)
@@ -78,7 +78,7 @@ def test_cpu_wheel_gets_the_commit_but_no_cuda_dependency(tmp_path):
         from metadata import add_headers, prebuilt_headers, read_headers
     finally:
         sys.path.remove(str(REPO / "wheels"))
-    wheel = tmp_path / "pyllama_cffi-0.1.0-cp39-abi3-linux_x86_64.whl"
+    wheel = tmp_path / "pyllama_cffi-0.1.0-cp310-abi3-linux_x86_64.whl"
     _wheel_with_metadata(wheel)
     add_headers(wheel, prebuilt_headers(None))
     headers = read_headers(wheel)

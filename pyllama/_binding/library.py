@@ -8,6 +8,7 @@ package.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from .._version import __version__
@@ -28,6 +29,8 @@ try:
     from .. import _pyllama_cffi
     from .._pyllama_cffi import ffi, lib
 except ImportError as exc:
+    if sys.argv[:1] == ["-m"]:  # `python -m pyllama ...` still importing: a command's one-line error, no traceback
+        sys.exit(f"pyllama: error: {_missing_module_message(exc)}")
     raise ImportError(_missing_module_message(exc)) from exc
 
 

@@ -4,7 +4,8 @@ A GGUF carries its model's template (``tokenizer.chat_template``), written for H
 ``transformers``. Templates from the Hub are untrusted code, so they run in jinja's
 immutable sandbox with the same extras transformers offers (``raise_exception``,
 ``strftime_now``, a ``tojson`` that keeps non-ASCII text), and the same whitespace
-settings, so a template renders here exactly as ``apply_chat_template`` renders it.
+settings, so a template renders here exactly as ``apply_chat_template`` renders it. What a
+template may make (text sizes) and take (time) is bounded too (chat/sandbox.py).
 """
 
 from __future__ import annotations
@@ -17,16 +18,14 @@ from typing import TYPE_CHECKING, Any
 
 import jinja2
 import jinja2.ext
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from ..errors import ChatTemplateError
+from .fallback import Fallback, fallback_for
 from .formats import FORMATS, get_format
+from .sandbox import BoundedEnvironment, render
 
 if TYPE_CHECKING:
     from ..model import Model
-
-
-class ChatTemplateError(ValueError):
-    """The template does not parse, or raised an error for these messages."""
 
 
 def _raise_exception(message: str) -> None:
@@ -44,9 +43,8 @@ def _strftime_now(format: str) -> str:
 
 @functools.lru_cache(maxsize=32)
 def _compile(source: str) -> jinja2.Template:
-    environment = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
-                                                extensions=[jinja2.ext.loopcontrols])
-    environment.filters["tojson"] = _tojson
+    environment = BoundedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[jinja2.ext.loopcontrols])
+    environment.set_filter("tojson", _tojson)
     environment.globals["raise_exception"] = _raise_exception
     environment.globals["strftime_now"] = _strftime_now
     try:
@@ -59,28 +57,30 @@ class ChatTemplate:
     """A jinja chat template plus the special tokens it refers to."""
 
     def __init__(self, source: str, bos_token: str = "", eos_token: str = "", stop: Sequence[str] = (),
-                 format: str | None = None) -> None:
+                 format: str | None = None, fallback: Fallback | None = None) -> None:
         self.source = source
         self.bos_token = bos_token
         self.eos_token = eos_token
         self.stop = list(stop)  # strings that end an assistant turn in this format
         self.format = format  # the named format it came from, if any
+        self.fallback = fallback  # set when it stands in for a template the model lacks
         self._template = _compile(source)
 
     def render(self, messages: Sequence[Mapping[str, Any]], *, add_generation_prompt: bool = True,
                tools: Sequence[Mapping[str, Any]] | None = None,
                documents: Sequence[Mapping[str, Any]] | None = None, **extra: Any) -> str:
         try:
-            return self._template.render(messages=list(messages), tools=tools, documents=documents,
-                                         add_generation_prompt=add_generation_prompt, bos_token=self.bos_token,
-                                         eos_token=self.eos_token, **extra)
+            return render(self._template, messages=list(messages), tools=tools, documents=documents,
+                          add_generation_prompt=add_generation_prompt, bos_token=self.bos_token,
+                          eos_token=self.eos_token, **extra)
         except jinja2.exceptions.TemplateError as exc:
             raise ChatTemplateError(f"the chat template failed: {exc}") from exc
 
 
 def chat_template(model: Model, chat_format: str | None = None) -> ChatTemplate:
     """The template for ``model``: ``chat_format`` (a named format, one of llama.cpp's built-in
-    names, or a template string of your own), else the GGUF's own, else chatml."""
+    names, or a template string of your own), else the GGUF's own, else the format of the
+    family its vocabulary belongs to (chatml when none), marked as a :class:`Fallback`."""
     vocab = model.vocab
     bos = vocab.text(vocab.bos) if vocab.bos >= 0 else ""
     eos = vocab.text(vocab.eos) if vocab.eos >= 0 else ""
@@ -93,5 +93,9 @@ def chat_template(model: Model, chat_format: str | None = None) -> ChatTemplate:
 
     if chat_format is not None and chat_format not in FORMATS and chat_format in builtin_names():
         return BuiltinTemplate(chat_format, bos, eos)
-    named = get_format(chat_format or "chatml")
-    return ChatTemplate(named.template, bos, eos, stop=list(named.stop), format=chat_format or "chatml")
+    if chat_format is not None:
+        named = get_format(chat_format)
+        return ChatTemplate(named.template, bos, eos, stop=named.stops, format=chat_format)
+    fallback = fallback_for(vocab)
+    named = get_format(fallback.format)
+    return ChatTemplate(named.template, bos, eos, stop=named.stops, format=fallback.format, fallback=fallback)

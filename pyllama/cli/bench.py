@@ -1,4 +1,4 @@
-"""``pyllama bench -m MODEL [-p 512] [-n 128] [-r 5] [-o md|json|csv]``: pp/tg throughput like llama-bench."""
+"""``pyllama bench -m MODEL [-p 512] [-n 128] [-r 5] [-o {md,json,csv}]``: pp/tg throughput like llama-bench."""
 
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("-m", "--model", required=True)
     parser.add_argument("-p", "--n-prompt", dest="n_prompt", type=_options.at_least(0), default=512)
     parser.add_argument("-n", "--n-gen", dest="n_gen", type=_options.at_least(0), default=128)
-    parser.add_argument("-t", "--threads", dest="n_threads", type=int, default=None)
+    parser.add_argument("-t", "--threads", dest="n_threads", type=int, default=None,
+                        help="CPU threads (default: the CPUs available)")
     parser.add_argument("-ngl", "--n-gpu-layers", dest="n_gpu_layers", type=int, default=0)
     parser.add_argument("-b", "--batch-size", dest="n_batch", type=_options.at_least(1), default=2048)
     parser.add_argument("-r", "--repetitions", type=_options.at_least(1), default=5)
@@ -60,8 +61,9 @@ def run(args: argparse.Namespace) -> int:
         tests = [("pp", args.n_prompt)] if args.n_prompt > 0 else []
         tests += [("tg", args.n_gen)] if args.n_gen > 0 else []
         for kind, n in tests:
+            n_threads = _options.threads(args.n_threads)
             with Context(model, n_ctx=n, n_batch=min(args.n_batch, n), n_ubatch=min(512, n),
-                         n_threads=args.n_threads, n_threads_batch=args.n_threads) as ctx:
+                         n_threads=n_threads, n_threads_batch=n_threads) as ctx:
                 rates = _rates(ctx, model, kind, n, args.repetitions, min(args.n_batch, n))
                 threads = ctx.n_threads[1 if kind == "pp" else 0]
             rows.append({"model": model.description, "size_mib": round(model.size / 2**20, 2),

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import _options
+from . import _options, _placement
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -22,8 +22,9 @@ def run(args: argparse.Namespace) -> int:
     from ..perplexity import perplexity
 
     text = Path(args.file).read_text(encoding="utf-8")
-    with Model(args.model, n_gpu_layers=args.n_gpu_layers) as model:
-        result = perplexity(model, text, args.n_ctx, n_threads=args.n_threads, n_chunks=args.chunks,
+    with Model(args.model, n_gpu_layers=args.n_gpu_layers, **_placement.model_kwargs(args)) as model:
+        result = perplexity(model, text, args.n_ctx, n_threads=_options.threads(args.n_threads),
+                            n_chunks=args.chunks,
                             progress=lambda i, ppl: print(f"[{i}]{ppl:.4f},", end="", flush=True))
     print()
     print(f"Final estimate: PPL = {result.ppl:.4f} +/- {result.uncertainty:.5f}")

@@ -20,11 +20,15 @@ def quant_types() -> dict[str, int]:
             if name.startswith("MOSTLY_") or name == "ALL_F32"}
 
 
+# mixes whose main tensor type their name does not spell (llama.cpp's llama-quant.cpp)
+MAIN_TYPE = {"IQ3_XS": "IQ3_S", "IQ3_M": "IQ3_S", "IQ2_M": "IQ2_S", "IQ2_S": "IQ2_XS"}
+
+
 def bits_per_weight(name: str) -> float | None:
     from .._binding import lib
     from ..enums import GGMLType
 
-    base = name.replace("ALL_", "").split("_")
+    base = MAIN_TYPE.get(name, name).replace("ALL_", "").split("_")
     for size in (len(base), 2, 1):  # Q4_K_M -> Q4_K, IQ2_XXS -> IQ2_XXS
         candidate = "_".join(base[:size])
         if candidate in GGMLType.__members__:
@@ -64,6 +68,27 @@ def _progress_from_log(label: str):
     finally:
         logger.removeHandler(handler)
         logger.setLevel(level)
+
+
+def _failure(model: str) -> Exception:
+    """Why quantizing failed. llama.cpp's refusal to requantize names the type of the first
+    quantized tensor it met (q5_0 in a Q4_K_M model); say what is true and what to do instead."""
+    from .._binding import checks
+    from ..enums import FileType
+    from ..errors import LlamaError
+    from ..model import Model
+
+    reason = checks.reason()
+    if "requantizing from type" not in reason:
+        return LlamaError(f"quantizing {model} failed: {reason}")
+    with Model(model, vocab_only=True) as loaded:  # the type the file says it has (vocab_only knows no ftype)
+        kind = loaded.metadata.get("general.file_type", "")
+    try:
+        kind = FileType(int(kind)).name.removeprefix("MOSTLY_")
+    except ValueError:
+        kind = kind or "type unknown"
+    return LlamaError(f"{model} is already quantized ({kind}); quantizing it again loses more quality than "
+                      "quantizing its F16/BF16/F32 original: pass --allow-requantize to do it anyway")
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -112,11 +137,18 @@ def run(args: argparse.Namespace) -> int:
             item.name, item.data, item.size = c_name, array, len(values)
         params.imatrix = table
         print(f"imatrix: {len(entries)} weights from {args.imatrix}")
-    checks.before_call()
-    with _progress_from_log(f"quantizing to {name}"):
-        failed = lib.llama_model_quantize(os.fsencode(args.input), os.fsencode(args.output), params) != 0
-    if failed:
-        raise checks.failure(LlamaError, f"quantizing {args.input} failed")
-    before, after = Path(args.input).stat().st_size, Path(args.output).stat().st_size
+    # written under a temporary name and renamed when complete: a failed or interrupted run leaves no file behind
+    output = Path(args.output)
+    partial = output.with_name(f".{output.name}.{os.getpid()}.partial")
+    try:
+        checks.before_call()
+        with _progress_from_log(f"quantizing to {name}"):
+            failed = lib.llama_model_quantize(os.fsencode(args.input), os.fsencode(partial), params) != 0
+        if failed:
+            raise _failure(args.input)
+        os.replace(partial, output)
+    finally:
+        partial.unlink(missing_ok=True)
+    before, after = Path(args.input).stat().st_size, output.stat().st_size
     print(f"{args.input} ({before / 2**20:.1f} MiB) -> {args.output} ({after / 2**20:.1f} MiB, {name})")
     return 0

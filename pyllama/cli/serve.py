@@ -13,7 +13,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    require(("fastapi", "uvicorn"), "server")
+    require(("fastapi", "uvicorn", "fastapi_offline"), "server")
     from ..server.__main__ import main
 
-    return main(args.rest)
+    return main(args.rest, prog="pyllama serve")

@@ -27,7 +27,8 @@ def run(args: argparse.Namespace) -> int:
     prompt = _options.prompt_of(args)
     if args.escape:
         prompt = prompt.encode("utf-8").decode("unicode_escape")
-    drafter = DraftModel(args.draft, num_pred_tokens=args.n_draft, n_ctx=args.n_ctx, n_threads=args.n_threads)
+    drafter = DraftModel(args.draft, num_pred_tokens=args.n_draft, n_ctx=args.n_ctx,
+                         n_threads=_options.threads(args.n_threads))
     with Llama(args.model, draft_model=drafter, **_options.llama_kwargs(args)) as llm:
         start = time.perf_counter()
         out = llm(prompt, max_tokens=args.n_predict, **_options.sampling_kwargs(args, llm))

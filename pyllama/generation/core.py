@@ -22,6 +22,7 @@ from ..model import Model
 from ..vocab import Vocab
 from .params import SamplingParams
 from .draft_policy import DraftPolicy, SpeculationStats
+from .hooks import LogitsProcessor, StoppingCriterion, TokenHooks
 from .session import ContextFullError, Session
 from .speculative import Drafter, verified_tokens
 from .text_stream import TextStream
@@ -41,6 +42,9 @@ class Request:
     logprobs: int | None = None  # alternatives per token to report; None: no logprobs
     # images/audio by the position they start at; prompt_tokens holds placeholders there (pyllama.multimodal)
     media: Mapping[int, MediaChunk] = dataclasses.field(default_factory=dict)
+    # Python code run at each step (pyllama.generation.hooks); None: none, and no cost
+    logits_processor: LogitsProcessor | None = None
+    stopping_criteria: StoppingCriterion | None = None
 
 
 @dataclasses.dataclass
@@ -124,6 +128,16 @@ def infill_prompt(vocab: Vocab, prefix: str, suffix: str, middle: str = "",
             + vocab.tokenize(middle, False, True) + [fim[1]] + vocab.tokenize(suffix, False, True) + [fim[2]])
 
 
+def control_tokens(vocab: Vocab, texts: Sequence[str]) -> frozenset[int]:
+    """The control tokens that ``texts`` name (each text one whole token of the vocabulary)."""
+    found = set()
+    for text in texts:
+        tokens = vocab.tokenize(text, add_special=False, parse_special=True)
+        if len(tokens) == 1 and vocab.is_control(tokens[0]):
+            found.add(tokens[0])
+    return frozenset(found)
+
+
 class Generation:
     """The per-request state of generating after a prompt.
 
@@ -145,7 +159,12 @@ class Generation:
         self.limited_by_context = False  # the limit is the room left, not one the request set
         self.prompt_evaluated = len(request.prompt_tokens)  # the driver lowers it when it reused a cached prefix
         self._speculation: tuple[SpeculationStats, int, int] | None = None  # (stats, drafted, accepted) at start
+        self.hooks = TokenHooks(history, request.logits_processor, request.stopping_criteria) \
+            if request.logits_processor is not None or request.stopping_criteria is not None else None
         self._is_eog = model.vocab.is_eog
+        # a stop string that is a control token (a turn marker such as <start_of_turn>) renders as no
+        # text, so the stream never sees it: it ends generation as that token
+        self._stop_tokens = control_tokens(model.vocab, request.stops) if request.stops else frozenset()
         self._piece = model.vocab.token_to_piece
         self._pending: list[TokenInfo] = []
         self._pending_ids: list[int] = []
@@ -159,18 +178,26 @@ class Generation:
 
     def sample(self, context: Context, row: int = -1) -> int:
         """Pick the next token from batch row ``row`` of the context's last decode."""
+        if self.hooks is not None:
+            return self.hooks.sample(self.sampler, context, row)
         return self.sampler.sample(context, row)
 
     def advance(self, context: Context, row: int = -1) -> Event | None:
         """Sample one token from ``row`` and account for it (:meth:`take`)."""
-        return self.take(self.sampler.sample(context, row), context, row)
+        token = self.sampler.sample(context, row) if self.hooks is None else \
+            self.hooks.sample(self.sampler, context, row)
+        return self.take(token, context, row)
 
     def take(self, token: int, context: Context, row: int = -1) -> Event | None:
         """Account for a sampled token: its text, logprobs, stop strings and limits. Returns an
         Event when there is something to show, and always when the generation ends."""
         if self._first_token is None:
             self._first_token = time.perf_counter()
-        if self._is_eog(token):
+        if self.hooks is not None:
+            if self.hooks.stops(context, row):
+                return self.finish("stop")
+            self.hooks.accept(token)
+        if self._is_eog(token) or token in self._stop_tokens:
             return self.finish("stop")
         self.generated += 1
         self.last_token = token

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import socket
 import sys
@@ -21,20 +22,22 @@ def _listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, prog: str = "python -m pyllama.server") -> int:
+    """``prog`` names the command in messages (``pyllama serve`` runs this too)."""
     from ..cli._extras import MissingExtraError, require
 
     try:
-        require(("fastapi", "uvicorn"), "server")
+        require(("fastapi", "uvicorn", "fastapi_offline"), "server")
     except MissingExtraError as exc:
-        print(f"python -m pyllama.server: {exc}", file=sys.stderr)
+        print(f"{prog}: {exc}", file=sys.stderr)
         return 1
     import uvicorn
 
     from .app import create_app
     from .settings import parse
+    from .shutdown import GracefulServer, say
 
-    parsed = parse(argv)
+    parsed = parse(argv, prog)
     models = parsed if isinstance(parsed, list) else [parsed]
     settings = models[0]
     if settings.verbose:
@@ -42,18 +45,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         sockets = [_listen(host, settings.port) for host in settings.hosts]
     except OSError as exc:
-        print(f"python -m pyllama.server: cannot listen on {', '.join(settings.hosts)} port {settings.port}: {exc}",
+        hint = "; choose another with --port" if exc.errno == errno.EADDRINUSE else ""
+        print(f"{prog}: cannot listen on {', '.join(settings.hosts)} port {settings.port}: {exc.strerror or exc}{hint}",
               file=sys.stderr)
         return 1
-    app = create_app(parsed)
+    try:
+        app = create_app(parsed)
+    except KeyboardInterrupt:  # Ctrl-C while the model loads: nothing runs yet, nothing to drain
+        print(f"{prog}: interrupted while loading the model", file=sys.stderr)
+        return 130
     scheme = "https" if settings.ssl_certfile else "http"
     names = ", ".join(f"{m.model_alias} ({m.n_parallel} slots, n_ctx {m.n_ctx})" for m in models)
     addresses = ", ".join(f"{scheme}://{'[' + h + ']' if ':' in h else h}:{settings.port}" for h in settings.hosts)
     print(f"pyllama server on {addresses}: {names}", flush=True)
+    for service in app.state.services.all:  # a base model: say which format stands in for its missing template
+        if service.template.fallback is not None:
+            print(f"{service.name}: {service.template.fallback.note}; the chat page starts in text mode", flush=True)
     config = uvicorn.Config(app, ssl_keyfile=settings.ssl_keyfile, ssl_certfile=settings.ssl_certfile,
                             log_level="info" if settings.verbose else "warning",
                             access_log=settings.verbose)
-    uvicorn.Server(config).run(sockets=sockets)
+    engines = [service.engine for service in app.state.services.all]
+    server = GracefulServer(config, app.state.drain, engines, settings.stop_timeout)
+    server.run(sockets=sockets)
+    if app.state.drain.draining:
+        say("stopped")
     return 0
 
 

@@ -9,12 +9,11 @@ OpenAI-shaped error (server/errors.py); nothing here reads files a request names
 from __future__ import annotations
 
 from contextlib import asynccontextmanager
-from importlib import resources
 
 from fastapi import FastAPI
-from fastapi.responses import HTMLResponse
 
-from . import chat, completions, errors, info, messages, responses, slots
+from . import chat, completions, errors, info, lora_adapters, messages, pages, responses, slots
+from .drain import Drain
 from .gate import Gate
 from .services import Services
 from .settings import Settings
@@ -30,18 +29,16 @@ def create_app(settings: Settings | list[Settings]) -> FastAPI:
         yield
         services.close()
 
-    app = FastAPI(title="pyllama", version="1", lifespan=lifespan,
+    app = FastAPI(title="pyllama", version="1", lifespan=lifespan, docs_url=None, redoc_url=None,  # pages.py: offline
                   description="OpenAI-compatible API over llama.cpp, plus llama.cpp's own routes")
     app.state.services = services
+    app.state.drain = Drain()  # set by a stop signal (server/shutdown.py); the gate answers by it
     errors.install(app)
-    for module in (completions, chat, responses, messages, info, slots):
+    for module in (completions, chat, responses, messages, info, slots, lora_adapters):
         app.include_router(module.router(services))
 
-    if every[0].webui:
-        @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-        async def chat_page() -> HTMLResponse:
-            return HTMLResponse(resources.files("pyllama.server").joinpath("static/index.html").read_text("utf-8"))
+    app.include_router(pages.router(app, every[0].webui))
 
     # server-wide options come from the first entry
-    app.add_middleware(Gate, api_keys=every[0].api_keys, cors_origins=every[0].cors_origins)
+    app.add_middleware(Gate, api_keys=every[0].api_keys, cors_origins=every[0].cors_origins, drain=app.state.drain)
     return app

@@ -8,11 +8,16 @@ prompts do not stall the replies already running. A new request takes the idle s
 cached tokens share the longest prefix with its prompt (at least a tenth of it, as
 llama-server's slot similarity), else the one idle longest, so a cached prefix is kept for as
 long as it can be. A cancelled request frees its
-slot at the next step. When the queue is full, ``submit`` raises QueueFull.
+slot at the next step, a queued one its place at once. When the queue is full, ``submit``
+raises QueueFull.
 
 With a prompt cache (``--cache-ram``), a slot's cached prefix that a new request is about to
 cut goes to RAM first, and a request whose prompt a cached state covers better than any slot
 starts from that state.
+
+LoRA adapters: one decode applies one set of adapters and scales, so each step decodes only
+the slots whose job has the set of the slot that has waited longest; the others wait a step.
+A slot's cached prefix is reused only by a job with the same set.
 
 Speculative decoding (a drafter: prompt lookup or a draft model): a generating slot may put
 guesses after its token; they are verified from their rows of the same decode with the slot's
@@ -44,6 +49,7 @@ from ..generation.core import Event, Generation, Request
 from ..generation.draft_policy import DecodeCost, DraftPolicy
 from ..generation.session import common_prefix, discarded_by_shift
 from ..generation.speculative import Drafter, guess
+from ..lora import AppliedLoras
 from ..model import Model
 from ..multimodal.prompt import reusable_prefix, text_ahead
 
@@ -72,6 +78,7 @@ class Job:
     generation: Generation | None = None
     progress: bool = False  # report prompt evaluation as it goes (llama-server's return_progress)
     timings_each: bool = False  # every event carries the timings so far (timings_per_token)
+    loras: AppliedLoras = ()  # LoRA adapters and scales it runs with
     cancelled: threading.Event = dataclasses.field(default_factory=threading.Event)
     submitted: float = dataclasses.field(default_factory=time.monotonic)
 
@@ -94,6 +101,8 @@ class _Slot:
         self.drafter: Drafter | None = None
         self.policy: DraftPolicy | None = None
         self.draft: list[int] = []  # guesses after next_token in the batch being decoded
+        self.loras: AppliedLoras = ()  # the adapters its KV was computed with
+        self.last_decode = 0  # the step its tokens were last decoded in, so adapter groups take turns
 
     def release(self) -> None:
         self.job, self.generation, self.next_token, self.pending = None, None, None, []
@@ -163,6 +172,7 @@ class Engine:
         self.failure: str | None = None  # why the engine thread stopped, if it did
         self._calls: collections.deque[tuple[Callable[[], Any], concurrent.futures.Future]] = collections.deque()
         self._batch = Batch(n_batch)
+        self._loras: AppliedLoras = ()  # what the context applies now
         self._wake = threading.Condition()
         self._running = True
         self._thread = threading.Thread(target=self._run, name="pyllama-engine", daemon=True)
@@ -183,6 +193,17 @@ class Engine:
             self.stats.requests += 1
             self._wake.notify()
 
+    def cancel(self, jobs: Sequence[Job]) -> None:
+        """Take jobs back (their client left, or a sibling failed): a queued one gives up its
+        place now, so it neither counts against ``max_queue`` nor waits for a slot to be dropped;
+        a running one frees its slot at the next step."""
+        with self._wake:
+            for job in jobs:
+                job.cancelled.set()
+            if any(job.cancelled.is_set() for job in self.queue):
+                self.queue = collections.deque(job for job in self.queue if not job.cancelled.is_set())
+            self._wake.notify()
+
     @property
     def alive(self) -> bool:
         return self._running and self.failure is None and self._thread.is_alive()
@@ -195,11 +216,16 @@ class Engine:
     def busy_slots(self) -> int:
         return sum(slot.job is not None for slot in self.slots)
 
-    def close(self) -> None:
+    def stop(self) -> None:
+        """Stop the engine thread between two steps; every job still queued or running ends
+        with an error event saying the server is shutting down. Safe to call again."""
         with self._wake:
             self._running = False
             self._wake.notify()
         self._thread.join(timeout=30)
+
+    def close(self) -> None:
+        self.stop()
         self.context.close()
 
     # --- the engine thread --------------------------------------------------------------
@@ -286,7 +312,12 @@ class Engine:
     def _admit(self, slot: _Slot, job: Job) -> None:
         try:
             prompt = job.prompt_tokens
-            if self.prompt_cache is not None and job.cache_prompt and not job.request.media:
+            if slot.loras != job.loras:  # KV computed with other adapters is of no use to this job
+                self.context.kv_remove(slot.seq_id)
+                slot.tokens, slot.loras = [], job.loras
+            slot.last_decode = 0
+            # the prompt cache holds states computed without adapters
+            if self.prompt_cache is not None and job.cache_prompt and not job.request.media and not job.loras:
                 self._swap_cached(slot, prompt)
             reuse = reusable_prefix(slot.tokens, prompt, job.request.media) if job.cache_prompt else 0
             if not self.context.kv_remove(slot.seq_id, reuse, -1):  # memory that cannot cut a sequence (recurrent)
@@ -342,7 +373,8 @@ class Engine:
                     self._shift(slot)
                 except Exception as exc:  # noqa: BLE001 - e.g. a memory that cannot shift: this job ends, not the engine
                     self._fail(slot, f"context shift failed: {type(exc).__name__}: {exc}")
-        generating = [s for s in self.slots if s.job is not None and s.next_token is not None]
+        loras = self._lora_turn()  # slots with other adapters wait for a later step
+        generating = [s for s in self.slots if s.job is not None and s.next_token is not None and s.job.loras == loras]
         for slot in generating:  # generating slots first: their token and any guesses after it
             try:
                 slot.draft = self._guess(slot, len(generating), self.n_batch - batch.n_tokens - len(generating))
@@ -358,7 +390,8 @@ class Engine:
             added.append((slot, tokens, True))
             slot.tokens.extend(tokens)
             slot.next_token = None
-        for slot in sorted((s for s in self.slots if s.job is not None and s.pending), key=lambda s: s.job.submitted):
+        for slot in sorted((s for s in self.slots if s.job is not None and s.pending and s.job.loras == loras),
+                           key=lambda s: s.job.submitted):
             room = self.n_batch - batch.n_tokens
             if room <= 0:
                 break
@@ -374,11 +407,14 @@ class Engine:
             return
         while True:
             try:
+                self._use_loras(loras)
                 started = time.perf_counter()
                 self.context.decode(batch)
                 self.decode_cost.observe(batch.n_tokens, time.perf_counter() - started)
                 self.stats.decodes += 1
                 self.stats.busy_slot_decodes += len(added)
+                for slot, _, _ in added:
+                    slot.last_decode = self.stats.decodes
                 break
             except KVCacheFullError:  # nothing of the batch was stored
                 if self._drop_idle_caches():
@@ -399,6 +435,19 @@ class Engine:
                     self._advance(slot)
                 except Exception as exc:  # noqa: BLE001 - sampling failed for this job alone
                     self._fail(slot, f"{type(exc).__name__}: {exc}")
+
+    def _lora_turn(self) -> AppliedLoras:
+        """The adapters of this step's batch (one decode applies one set): those of the slot with
+        work that has waited longest for a decode, so that every set gets its turn."""
+        ready = [s for s in self.slots if s.job is not None and (s.next_token is not None or s.pending)]
+        if not ready:
+            return self._loras
+        return min(ready, key=lambda s: (s.last_decode, s.job.submitted)).job.loras
+
+    def _use_loras(self, loras: AppliedLoras) -> None:
+        if loras != self._loras:
+            self.context.set_loras(dict(loras))
+            self._loras = loras
 
     def _report_progress(self, slot: _Slot) -> None:
         prompt = len(slot.job.prompt_tokens)
@@ -438,6 +487,7 @@ class Engine:
         while slot.pending and len(slot.tokens) in media:
             chunk = media[len(slot.tokens)]
             try:
+                self._use_loras(slot.job.loras)
                 chunk.evaluate(self.context, len(slot.tokens), slot.seq_id)
             except KVCacheFullError:
                 self.context.kv_remove(slot.seq_id, len(slot.tokens), -1)  # a part may have gone in

@@ -92,9 +92,13 @@ def router(services: Services) -> APIRouter:
     async def props() -> dict[str, Any]:
         service = services.default
         settings = service.settings
+        fallback = service.template.fallback
         return {"model": service.name, "model_alias": service.name, "model_path": settings.model,
                 "n_ctx": service.engine.n_ctx, "n_parallel": len(service.engine.slots),
                 "total_slots": len(service.engine.slots), "chat_template": service.template.source,
+                # a model without a template of its own (a base model): which format stands in, and why
+                "has_chat_template": fallback is None, "chat_format": service.template.format,
+                "chat_template_note": fallback.note if fallback else None,
                 "embedding": service.embedder is not None, "build_info": f"pyllama {__version__}",
                 "modalities": {"vision": bool(service.projector and service.projector.supports_vision),
                                "audio": bool(service.projector and service.projector.supports_audio)},
@@ -141,8 +145,11 @@ def router(services: Services) -> APIRouter:
         """OpenAI's embeddings: one pooled vector per input."""
         service = services.pick(body.model)
         if service.embedder is not None and service.embedder.pooling_type == PoolingType.NONE:
-            raise RequestError(400, "/v1/embeddings needs pooled embeddings; this server has --pooling none "
-                                    "(use /embeddings for a vector per token)", code="pooling_none")
+            chosen = "this server has --pooling none" if service.settings.pooling else \
+                "this model's default pooling is none (a generative model's)"
+            raise RequestError(400, f"/v1/embeddings needs pooled embeddings, and {chosen}: start the server with "
+                                    "--pooling mean (or cls, last), or use /embeddings for a vector per token",
+                               code="pooling_none")
         vectors, count = await run_in_threadpool(service.embed, _inputs(body.input), body.embd_normalize)
         data = []
         for i, vector in enumerate(vectors):

@@ -42,6 +42,13 @@ Stop = Union[StopString, Annotated[list[StopString], Field(max_length=MAX_STOPS)
 Bias = Union[float, Literal[False]]
 BiasPair = Annotated[list[Union[TokenId, str, float, bool]], Field(min_length=2, max_length=2)]
 LogitBias = Union[dict[str, Bias], list[BiasPair]]
+class LoraScale(Body):
+    """One LoRA adapter's scale, by its id in GET /lora-adapters (llama-server's ``lora`` items)."""
+
+    id: int = Field(..., ge=0, le=INT32_MAX)
+    scale: Annotated[float, Field(strict=False)]  # 1 as well as 1.0
+
+
 class JSONPrompt(Body):
     """llama.cpp's prompt object: text, with its images/audio (base64) where the text has
     llama.cpp's media marker."""
@@ -124,6 +131,8 @@ class GenerationFields(Body):
                                                    "default: the server's -v")
     n_keep: int = Field(0, ge=-1, le=INT32_MAX, description="with context shifting: prompt tokens never dropped "
                                                              "(-1: all of them)")
+    lora: Annotated[list[LoraScale], Field(max_length=1024)] | None = Field(
+        None, description="LoRA adapters for this request, [{id, scale}]; those left out get scale 0")
     user: str | None = None
 
 

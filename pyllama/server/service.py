@@ -35,6 +35,7 @@ from ..multimodal import MediaPrompt, Projector, default_marker
 from .engine import Engine, EngineStopped, Job, QueueFull
 from .errors import RequestError
 from .grammar_limits import grammar_problem
+from .lora_adapters import Adapters
 from .media_fetch import fetch_media
 from .ranking import Ranker
 from .schemas import ChatRequest, GenerationFields, JSONPrompt, PromptContent, PromptString
@@ -52,8 +53,8 @@ _RENAMED = {"repeat_last_n": "penalty_last_n", "penalty_last_n": "penalty_last_n
 class ModelService:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.model = Model(settings.model, n_gpu_layers=settings.n_gpu_layers, use_mlock=settings.use_mlock,
-                           use_mmap=settings.use_mmap)
+        self.model = Model(settings.model, **settings.model_options())
+        self.adapters = Adapters(self.model, settings.loras, apply=not settings.lora_init_without_apply)
         self.vocab = self.model.vocab
         self.eog_tokens = [t for t in range(self.vocab.n_tokens) if self.vocab.is_eog(t)]
         self.template = chat_template(self.model, settings.chat_format)
@@ -330,6 +331,7 @@ class ModelService:
         Their sampler chains are built here, in the caller's worker thread, so compiling a
         grammar never holds up the engine, and a grammar llama.cpp refuses is a 400."""
         jobs = []
+        loras = self.adapters.active(body.lora)
         for request in requests:
             prompt = len(request.prompt_tokens)
             limit = self.max_tokens(body, prompt)
@@ -347,7 +349,7 @@ class ModelService:
                 except (ValueError, LlamaError) as exc:
                     field = "grammar" if request.params.grammar else None
                     raise RequestError(400, f"invalid grammar: {exc}" if field else str(exc), field) from exc
-                jobs.append(Job(request, limit, seed, keep=keep, cache_prompt=body.cache_prompt,
+                jobs.append(Job(request, limit, seed, keep=keep, cache_prompt=body.cache_prompt, loras=loras,
                                 slot_id=body.id_slot, generation=generation,
                                 progress=body.stream and body.return_progress,
                                 timings_each=body.stream and body.timings_per_token))
@@ -355,36 +357,39 @@ class ModelService:
 
     async def run(self, jobs: Sequence[Job], live: bool = True) -> AsyncIterator[tuple[int, Event]]:
         """Submit the jobs and yield ``(job index, event)`` as they come; a job that failed raises
-        RequestError. Leaving early cancels them all. Not ``live`` (a reply sent whole), the
-        events are handed over when a job ends instead of token by token."""
+        RequestError carrying the text it had generated (``generated_text``: a full shared KV
+        cache or a shutdown ends a reply midway, and what it wrote is not lost). Leaving early
+        cancels them all. Not ``live`` (a reply sent whole), the events are handed over when a
+        job ends instead of token by token."""
         inbox = _Inbox(asyncio.get_running_loop(), live)
         for index, job in enumerate(jobs):
             job.emit = inbox.emitter(index)
         try:
             for job in jobs:
                 self.engine.submit(job)
-        except QueueFull as exc:
-            for job in jobs:
-                job.cancelled.set()
-            raise RequestError(503, f"the server is busy ({exc}); retry shortly", headers={"Retry-After": "1"}) from exc
-        except EngineStopped as exc:
-            raise RequestError(503, str(exc)) from exc
-        except ValueError as exc:
-            raise RequestError(400, str(exc)) from exc
+        except (QueueFull, EngineStopped, ValueError) as exc:
+            self.engine.cancel(jobs)  # those already queued go with the rest
+            if isinstance(exc, QueueFull):
+                raise RequestError(503, f"the server is busy ({exc}); retry shortly",
+                                   headers={"Retry-After": "1"}) from exc
+            raise RequestError(503 if isinstance(exc, EngineStopped) else 400, str(exc)) from exc
         open_jobs = len(jobs)
+        texts: list[list[str]] = [[] for _ in jobs]
         try:
             while open_jobs:
                 for index, event in await inbox.take():
                     if event.error is not None:
+                        generated = "".join(texts[index])
                         if not self.engine.alive:  # the engine stopped under this job: the server, not the request
-                            raise RequestError(503, f"the server cannot generate now: {event.error}")
-                        raise RequestError(500, f"generation failed: {event.error}")
+                            raise RequestError(503, f"the server cannot generate now: {event.error}",
+                                               generated_text=generated)
+                        raise RequestError(500, f"generation failed: {event.error}", generated_text=generated)
+                    texts[index].append(event.text)
                     if event.finish_reason is not None:
                         open_jobs -= 1
                     yield index, event
         finally:
-            for job in jobs:
-                job.cancelled.set()  # a client that went away frees its slots at the next step
+            self.engine.cancel(jobs)  # a client that went away frees its slots and queue places
 
     # --- embeddings ---------------------------------------------------------------------------
     def embed(self, inputs: list[Any], norm: float = 2) -> tuple[list, int]:

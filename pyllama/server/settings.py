@@ -17,6 +17,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..placement import (SPLIT_MODES, check_devices, check_overrides, check_split, moe_overrides, offload_devices,
+                         parse_devices, parse_overrides, parse_split, parse_split_mode)
+
 
 @dataclasses.dataclass
 class Settings:
@@ -28,6 +31,16 @@ class Settings:
     port: int = 8000
     n_ctx: int = 4096
     n_gpu_layers: int = 0
+    # where the weights go (pyllama.placement): llama-server's -dev, -ot, --cpu-moe, --n-cpu-moe, -ts, -mg, -sm
+    devices: tuple[str, ...] | None = None
+    tensor_overrides: tuple[tuple[str, str], ...] = ()
+    cpu_moe: bool = False
+    n_cpu_moe: int = 0
+    tensor_split: tuple[float, ...] | None = None
+    main_gpu: int = 0
+    split_mode: str = "layer"
+    loras: tuple[tuple[str, float], ...] = ()  # (path, scale) in --lora/--lora-scaled order: their ids
+    lora_init_without_apply: bool = False  # loaded at scale 0, applied by POST /lora-adapters or a request
     n_threads: int | None = None
     n_threads_batch: int | None = None
     n_batch: int = 512
@@ -64,6 +77,7 @@ class Settings:
     thinking: str = "auto"
     kv_unified: bool = True
     metrics: bool = False
+    stop_timeout: float = 10.0  # seconds running requests get to finish after a stop signal
     mmproj: str | None = None  # multimodal projector: images (and audio) in chat messages
     allow_remote_media: bool = False  # let requests name http(s) image URLs the server downloads
     media_max_bytes: int = 20 << 20
@@ -79,6 +93,13 @@ class Settings:
     @property
     def host(self) -> str:
         return self.hosts[0]
+
+    def model_options(self) -> dict[str, Any]:
+        """Model's keyword arguments for loading this model: memory and placement."""
+        return {"n_gpu_layers": self.n_gpu_layers, "use_mlock": self.use_mlock, "use_mmap": self.use_mmap,
+                "devices": self.devices, "tensor_overrides": self.tensor_overrides, "cpu_moe": self.cpu_moe,
+                "n_cpu_moe": self.n_cpu_moe, "tensor_split": self.tensor_split, "main_gpu": self.main_gpu,
+                "split_mode": SPLIT_MODES[self.split_mode]}
 
 
 def _flag(value: str) -> bool:
@@ -97,6 +118,36 @@ def _names(value: str) -> tuple[str, ...]:
     return tuple(name.strip() for name in value.split(",") if name.strip())
 
 
+def _checked(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """An argparse type from a parser that raises ValueError, keeping its message."""
+
+    def checked(value: str) -> Any:
+        try:
+            return parse(value)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return checked
+
+
+def _lora_paths(value: str) -> list[tuple[str, float]]:
+    return [(path, 1.0) for path in _names(value)]
+
+
+def _scaled_loras(value: str) -> list[tuple[str, float]]:
+    """llama-server's --lora-scaled: ``FNAME:SCALE[,FNAME:SCALE...]``."""
+    pairs = []
+    for item in _names(value):
+        path, colon, scale = item.rpartition(":")
+        try:
+            pairs.append((path, float(scale)))
+        except ValueError:
+            colon = ""
+        if not colon or not path:
+            raise argparse.ArgumentTypeError(f"{item!r} is not FNAME:SCALE")
+    return pairs
+
+
 @dataclasses.dataclass(frozen=True)
 class Option:
     name: str  # the Settings field (or a pseudo-setting read by _settings)
@@ -105,6 +156,7 @@ class Option:
     spellings: tuple[str, ...] = ()  # llama-server's, besides --name and --name-with-dashes
     switch: bool = False  # may be given without a value (llama-server's --embedding)
     negation: tuple[str, ...] | str = ()  # llama-server's --no-... spellings, for switches
+    into: str = ""  # given more than once, each adds to this setting (llama-server's -ot, --lora)
 
 
 OPTIONS = [
@@ -116,6 +168,23 @@ OPTIONS = [
     Option("port", int, "port (default 8000)"),
     Option("n_ctx", int, "context size shared by all slots (default 4096; 0: the model's)", ("-c", "--ctx-size")),
     Option("n_gpu_layers", int, "layers to offload to the GPU (-1: all)", ("-ngl", "--gpu-layers")),
+    Option("devices", _checked(parse_devices), "devices to offload to, comma-separated, or none (--list-devices "
+           "shows them)", ("-dev", "--device")),
+    Option("list_devices", _flag, "print the devices -dev can name, and exit", switch=True),
+    Option("tensor_overrides", _checked(parse_overrides), "keep tensors whose names match PATTERN in buffer type "
+           "BUFTYPE: PATTERN=BUFTYPE,... (e.g. 'exps=CPU'; the first match wins)", ("-ot", "--override-tensor"),
+           into="tensor_overrides"),
+    Option("cpu_moe", _flag, "keep the Mixture-of-Experts weights of every layer on the CPU", ("-cmoe",),
+           switch=True),
+    Option("n_cpu_moe", int, "keep the Mixture-of-Experts weights of the first N layers on the CPU", ("-ncmoe",)),
+    Option("tensor_split", _checked(parse_split), "share of the model for each GPU, e.g. 3,1", ("-ts",)),
+    Option("main_gpu", int, "the GPU for the whole model with --split-mode none (default 0)", ("-mg",)),
+    Option("split_mode", str, "how to spread the model over GPUs: none, layer (default), row or tensor", ("-sm",)),
+    Option("lora", _lora_paths, "LoRA adapter(s), comma-separated, at scale 1 (ids 0, 1, ... in the order given)",
+           into="loras"),
+    Option("lora_scaled", _scaled_loras, "LoRA adapter(s) at a scale: FNAME:SCALE,...", into="loras"),
+    Option("lora_init_without_apply", _flag, "load the LoRA adapters at scale 0 (apply them with POST "
+           "/lora-adapters or a request's lora)", switch=True),
     Option("n_threads", int, "threads for generation", ("-t", "--threads")),
     Option("n_threads_batch", int, "threads for prompt processing", ("-tb", "--threads-batch")),
     Option("n_batch", int, "tokens per decode step (default 512)", ("-b", "--batch-size")),
@@ -148,6 +217,8 @@ OPTIONS = [
     Option("thinking", str, "let models that can think do so: on, off or auto (default auto: as the template "
                             "decides)", ("-rea", "--reasoning")),
     Option("metrics", _flag, "serve Prometheus /metrics (default false)", switch=True),
+    Option("stop_timeout", float, "seconds the running requests get to finish after SIGTERM or Ctrl-C, while "
+                                  "/health and new requests answer 503 (default 10, as llama-server's)"),
     Option("slot_save_path", str, "folder for /slots save and restore (off without it)"),
     Option("cache_ram_mib", int, "MiB of RAM that keep prompt states of slots reused for other prompts",
            ("--cache-ram", "-cram")),
@@ -173,7 +244,7 @@ OPTIONS = [
 ]
 KV_CACHE_TYPES = {"F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "IQ4_NL", "Q5_0", "Q5_1"}  # llama.cpp's -ctk/-ctv
 SERVER_WIDE = {"host", "port", "api_key", "api_keys_file", "ssl_keyfile", "ssl_certfile", "max_queue",
-               "cors_origins", "verbose", "webui", "slots", "metrics"}
+               "cors_origins", "verbose", "webui", "slots", "metrics", "stop_timeout"}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -181,15 +252,17 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (--help lists the flags)\n")
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m pyllama.server",
+def _parser(prog: str) -> argparse.ArgumentParser:
+    parser = _Parser(prog=prog,
                                      description="OpenAI-compatible server for GGUF models (llama-server's and "
                                                  "llama-cpp-python's flags both work)")
     for option in OPTIONS:
         names = [f"--{option.name}"] + ([f"--{option.name.replace('_', '-')}"] if "_" in option.name else [])
         names += [s for s in option.spellings if s not in names]
         extra = {"nargs": "?", "const": True} if option.switch else {}
-        parser.add_argument(*names, dest=option.name, type=option.kind, default=None,
+        if option.into:
+            extra = {"action": "append"}
+        parser.add_argument(*names, dest=option.into or option.name, type=option.kind, default=None,
                             help=f"{option.help} [env {option.name.upper()}]", **extra)
         if option.negation:
             negations = (option.negation,) if isinstance(option.negation, str) else option.negation
@@ -198,20 +271,29 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def parse(argv: Sequence[str] | None = None) -> Settings | list[Settings]:
-    """Settings from flags and environment; with ``--config``, one Settings per model."""
-    parser = _parser()
+def parse(argv: Sequence[str] | None = None, prog: str = "python -m pyllama.server") -> Settings | list[Settings]:
+    """Settings from flags and environment; with ``--config``, one Settings per model. ``prog``
+    names the command in errors."""
+    parser = _parser(prog)
     args = parser.parse_args(argv)
     values: dict[str, Any] = {}
-    for option in OPTIONS:
-        value = getattr(args, option.name)
+    for index, option in enumerate(OPTIONS):
+        value = getattr(args, option.into or option.name)
+        if option.into and any(other.into == option.into for other in OPTIONS[:index]):
+            value = None  # flags adding to one setting: their values were all taken with the first
         if value is None and option.name.upper() in os.environ:
             try:
                 value = option.kind(os.environ[option.name.upper()])
             except (ValueError, argparse.ArgumentTypeError) as exc:
                 parser.error(f"environment variable {option.name.upper()}: {exc}")
-        if value is not None:
+            value = [value] if option.into and value is not None else value
+        if value is not None and option.into:
+            values[option.into] = values.get(option.into, []) + [item for given in value for item in given]
+        elif value is not None:
             values[option.name] = value
+    if values.pop("list_devices", False):
+        print(_device_list(), end="")
+        parser.exit(0)
     config = values.pop("config", None)
     if config is None:
         if "model" not in values:
@@ -222,7 +304,7 @@ def parse(argv: Sequence[str] | None = None) -> Settings | list[Settings]:
         entries = loaded.pop("models")
     except (OSError, ValueError, KeyError, AttributeError) as exc:
         parser.error(f"cannot read the config file {config}: {exc}")
-    known = {option.name for option in OPTIONS} - {"config"}
+    known = {option.into or option.name for option in OPTIONS} - {"config", "list_devices"}
     unknown = (set(loaded) | {k for e in entries for k in e}) - known
     if unknown:
         parser.error(f"unknown settings in {config}: {', '.join(sorted(unknown))}")
@@ -233,6 +315,15 @@ def parse(argv: Sequence[str] | None = None) -> Settings | list[Settings]:
     if len(set(names)) != len(names):
         parser.error(f"model aliases must differ: {names}")
     return models
+
+
+def _device_list() -> str:
+    """``--list-devices``, as llama-server prints it."""
+    from ..system import devices
+
+    lines = [f"  {d.name}: {d.description} ({d.memory_total >> 20} MiB, {d.memory_free >> 20} MiB free)"
+             for d in devices() if d.name in offload_devices()]
+    return "\n".join(["Available devices:", *(lines or ["  (none)"])]) + "\n"
 
 
 def _demo_model(parser: argparse.ArgumentParser) -> str:
@@ -294,8 +385,37 @@ def _settings(parser: argparse.ArgumentParser, values: dict) -> Settings:
         parser.error(f"--spec-type {kind} needs a draft model (--model-draft PATH)")
     if values.get("model_draft") and not Path(values["model_draft"]).is_file():
         parser.error(f"draft model file not found: {values['model_draft']}")
+    _check_placement(parser, values)
     if "kv_unified" not in values:  # llama-server's rule: slots share the cache unless their number is given
         values["kv_unified"] = "n_parallel" not in values
+    if values.get("stop_timeout", 0) < 0:
+        parser.error(f"--stop-timeout is {values['stop_timeout']:g}; it must be 0 or more seconds")
     if values.get("slot_save_path") and not Path(values["slot_save_path"]).is_dir():
         parser.error(f"--slot-save-path {values['slot_save_path']} is not a folder")
     return Settings(**values, api_keys=frozenset(keys))
+
+
+def _check_placement(parser: argparse.ArgumentParser, values: dict[str, Any]) -> None:
+    """Devices, tensor overrides, split and LoRA files: each a one-line error when wrong, before
+    anything loads. Values from a config file may be text (as on the command line) or JSON."""
+    try:
+        for name, parse in (("tensor_overrides", parse_overrides), ("devices", parse_devices),
+                            ("tensor_split", parse_split)):
+            if isinstance(values.get(name), str):
+                values[name] = parse(values[name])
+        values["tensor_overrides"] = tuple(check_overrides(values.get("tensor_overrides", ())))
+        if values.get("devices") is not None:
+            values["devices"] = tuple(check_devices(values["devices"]))
+        moe_overrides(values.get("cpu_moe", False), values.get("n_cpu_moe", 0))
+        parse_split_mode(values.get("split_mode", "layer"))
+        if values.get("tensor_split") is not None:
+            values["tensor_split"] = tuple(check_split(values["tensor_split"]))
+    except (ValueError, TypeError) as exc:  # TypeError: a config file's value of the wrong JSON type
+        parser.error(str(exc))
+    try:
+        values["loras"] = tuple((str(path), float(scale)) for path, scale in values.get("loras", ()))
+    except (ValueError, TypeError):
+        parser.error(f"loras must be a list of [path, scale] pairs, not {values['loras']!r}")
+    for path, _ in values["loras"]:
+        if not Path(path).is_file():
+            parser.error(f"LoRA adapter file not found: {path}")

@@ -37,7 +37,8 @@ def sse(first: Any, rest: AsyncIterator[Any], done_marker: bool = True, named: b
             async for chunk in rest:
                 yield event(chunk)
         except RequestError as exc:
-            yield f"data: {json.dumps(error_body(exc.status, exc.message, exc.param, exc.code, **exc.extra))}\n\n"
+            extra = {k: v for k, v in exc.extra.items() if k != "generated_text"}  # the stream has delivered it
+            yield f"data: {json.dumps(error_body(exc.status, exc.message, exc.param, exc.code, **extra))}\n\n"
         finally:
             await rest.aclose()
         if done_marker:
