@@ -126,7 +126,10 @@ def test_langchain_on_the_demo_model_gives_pyllamas_text():
     llms = pytest.importorskip("langchain_community.llms")
     prompt = "The capital of France is Paris. The capital of Germany is"
     llm = llms.LlamaCpp(model_path=str(demo.path()), n_ctx=256, temperature=0, max_tokens=12, verbose=False)
-    with Llama(str(demo.path()), n_ctx=256) as own:
+    # LangChain passes its own n_batch (8) and rope_freq_base (10000, which overrides Gemma's), as it
+    # does to llama-cpp-python; the reference gets the same
+    with Llama(str(demo.path()), n_ctx=256, n_batch=llm.n_batch, rope_freq_base=llm.rope_freq_base,
+               rope_freq_scale=llm.rope_freq_scale) as own:
         expected = own(prompt, temperature=0, max_tokens=12, repeat_penalty=llm.repeat_penalty)["choices"][0]["text"]
     assert expected.strip() and llm.invoke(prompt) == expected
 
