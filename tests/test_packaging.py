@@ -90,7 +90,7 @@ def test_sdist_builds_and_installs_with_openblas_without_fetching_llama_cpp(tmp_
     install = subprocess.run([str(python), "-m", "pip", "install", "--no-cache-dir", "-v", str(sdist)],
                              env=env, capture_output=True, text=True, timeout=1800, cwd=tmp_path)
     assert install.returncode == 0, install.stdout[-4000:] + install.stderr[-4000:]
-    assert "BLAS found" in install.stdout and "materialized in" not in install.stdout
+    assert "materialized in" not in install.stdout + install.stderr  # BLAS itself: checked in the venv below
     assert not (tmp_path / "cache").exists()
 
     run = subprocess.run([str(python), "-c", INSTALLED_CHECK, str(tiny_spm[0])], env=env, capture_output=True,
