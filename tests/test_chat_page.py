@@ -371,7 +371,8 @@ def test_settings_are_kept_and_sent(page):
         field.send_keys(value)
     form.find_element(By.CSS_SELECTOR, "select[name='theme'] option[value='dark']").click()
     page.find_element(By.ID, "save-settings").click()
-    assert page.execute_script("return document.documentElement.dataset.theme") == "dark"
+    # the dialog's "close" event, which stores the settings, is dispatched as a later task
+    wait(page, lambda d: d.execute_script("return document.documentElement.dataset.theme") == "dark")
 
     reload(page)
     assert page.execute_script("return getComputedStyle(document.body).backgroundColor") == "rgb(22, 24, 29)"
@@ -405,7 +406,7 @@ def set_temperature(page, value: str):
 def test_settings_cancelled_or_out_of_range_are_not_kept(page):
     set_temperature(page, "0.3")
     page.find_element(By.ID, "save-settings").click()
-    assert stored_temperature(page) == 0.3
+    wait(page, lambda d: stored_temperature(d) == 0.3)  # stored by the "close" event, a later task
     set_temperature(page, "0.9").send_keys(Keys.ESCAPE)
     wait(page, lambda d: d.find_element(By.ID, "settings").get_attribute("open") is None)
     assert stored_temperature(page) == 0.3
