@@ -49,13 +49,24 @@ def missing_requirements() -> str | None:
     return "bench/run_all.py needs " + ", and ".join(f"{', '.join(names)} ({how})" for how, names in by_command.items())
 
 
+def without_amx() -> list[str]:
+    """CMake flags that leave ggml's AMX kernels out, as pyllama's own native build does on x86
+    (CMakeLists.txt): virtual machines often report AMX without enabling its tile state, and the
+    references must be built as pyllama is for the ratios to compare like with like."""
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return []
+    flags = "-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+    return [f"-DCMAKE_C_FLAGS={flags}", f"-DCMAKE_CXX_FLAGS={flags}"]
+
+
 def native_tools() -> Path:
     binaries = NATIVE / "bin"
     if not (binaries / "llama-server").exists():
         print("bench: building llama.cpp's tools from the vendored tree", flush=True)
         subprocess.run(["cmake", "-S", str(ROOT / "vendor" / "llama.cpp"), "-B", str(NATIVE), "-G", "Ninja",
                         "-DCMAKE_BUILD_TYPE=Release", "-DLLAMA_BUILD_TOOLS=ON", "-DLLAMA_BUILD_TESTS=OFF",
-                        "-DLLAMA_BUILD_EXAMPLES=OFF", "-DLLAMA_CURL=OFF", "-DLLAMA_OPENSSL=OFF"], check=True)
+                        "-DLLAMA_BUILD_EXAMPLES=OFF", "-DLLAMA_CURL=OFF", "-DLLAMA_OPENSSL=OFF", *without_amx()],
+                       check=True)
         subprocess.run(["cmake", "--build", str(NATIVE), "--target", "llama-bench", "llama-server",
                         "llama-perplexity"], check=True)
     return binaries
@@ -66,8 +77,10 @@ def llama_cpp_python() -> Path:
     if not python.exists():
         print("bench: building llama-cpp-python 0.3.36 from its sdist", flush=True)
         venv.create(LCP_VENV, with_pip=True)
+        cmake_args = " ".join(f'"{flag}"' for flag in without_amx())
         subprocess.run([str(python), "-m", "pip", "install", "--no-binary", "llama-cpp-python",
-                        "llama-cpp-python[server]==0.3.36"], check=True)
+                        "llama-cpp-python[server]==0.3.36"], check=True,
+                       env={**os.environ, "CMAKE_ARGS": f"{os.environ.get('CMAKE_ARGS', '')} {cmake_args}".strip()})
     return python
 
 
