@@ -2,10 +2,12 @@
 
 from ._version import __version__
 from .batch import Batch
-from .context import Context, Perf, StaleViewError
-from .errors import (
+from .context import Context, Perf
+from .errors import (  # what a caller of the Python API can catch (the CLI's and server's own stay inside)
+    ChatTemplateError,
     ClosedError,
     ContextCreationError,
+    ContextFullError,
     ContextOverflowError,
     DecodeAbortedError,
     DecodeError,
@@ -16,11 +18,16 @@ from .errors import (
     MediaError,
     MediaTooLargeError,
     ModelLoadError,
+    NoModelError,
     SamplingError,
+    SchemaError,
+    StaleViewError,
+    StreamPreemptedError,
+    TemplateLimitError,
 )
 from .conversation import ChatSession
-from .generation import (ContextFullError, DiskCache, DraftModel, LlamaState, PromptLookupDecoding, RAMCache,
-                         SamplingParams, Session)
+from .generation import (DiskCache, DraftModel, KVSequence, LlamaState, PromptLookupDecoding, RAMCache,
+                         SamplingParams)
 from .generation.hooks import LogitsProcessorList, StoppingCriteriaList
 from .llama import Llama
 from .lora import LoraAdapter
@@ -47,11 +54,11 @@ __all__ = [
     "Projector",
     "Sampler",
     "SamplingParams",
-    "Session",
-    "ContextFullError",
-    "StaleViewError",
+    "KVSequence",
     "Vocab",
+    "ChatTemplateError",
     "ClosedError",
+    "ContextFullError",
     "ContextCreationError",
     "ContextOverflowError",
     "DecodeAbortedError",
@@ -68,7 +75,12 @@ __all__ = [
     "KVCacheFullError",
     "LlamaError",
     "ModelLoadError",
+    "NoModelError",
     "SamplingError",
+    "SchemaError",
+    "StaleViewError",
+    "StreamPreemptedError",
+    "TemplateLimitError",
     "SystemInfo",
     "system_info",
 ]

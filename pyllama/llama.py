@@ -27,18 +27,18 @@ from .compat.accessors import LlamaCppAccessors
 from .compat.arguments import COMPLETION_ARGUMENTS, LLAMA_ARGUMENTS, LLAMA_REFUSED, check_ignored, projector_of
 from .errors import ContextOverflowError
 from .generation.cache import LlamaState
-from .generation.core import Event, Request, generate, infill_prompt, prompt_infos
+from .generation.generator import Event, Request, generate, infill_prompt, prompt_infos
 from .generation.draft_policy import DecodeCost, DraftPolicy, SpeculationStats
 from .generation.hooks import LogitsProcessor, StoppingCriterion
 from .generation.params import SamplingParams
-from .generation.session import Session, common_prefix
+from .generation.kv_sequence import KVSequence, common_prefix
 from .generation.speculative import DraftModel, Drafter
 from .lora import LoraAdapter
 from .model import KvValue, Model
 from .multimodal import MediaPrompt, Projector
 from .placement import TensorOverrides
 from .rerank import ranking, score
-from .results import collect, completion_chunks, logprobs_dict
+from .text_completion import collect, completion_chunks, logprobs_dict
 from .sampler import DEFAULT_SEED
 from .turns import Turns
 
@@ -109,7 +109,7 @@ class Llama(LlamaCppAccessors):
                            tensor_overrides=tensor_overrides, cpu_moe=cpu_moe, n_cpu_moe=n_cpu_moe, use_mmap=use_mmap,
                            use_mlock=use_mlock, vocab_only=vocab_only, kv_overrides=kv_overrides, verbose=verbose)
         self.context: Context | None = None
-        self._session: Session | None = None
+        self._session: KVSequence | None = None
         if not vocab_only:
             self.context = Context(
                 self.model, n_ctx=n_ctx or self.model.n_ctx_train, n_batch=min(n_batch, n_ctx or n_batch),
@@ -119,9 +119,9 @@ class Llama(LlamaCppAccessors):
                 rope_freq_base=rope_freq_base,
                 rope_freq_scale=rope_freq_scale, yarn_ext_factor=yarn_ext_factor, yarn_attn_factor=yarn_attn_factor,
                 yarn_beta_fast=yarn_beta_fast, yarn_beta_slow=yarn_beta_slow, yarn_orig_ctx=yarn_orig_ctx)
-            self._session = Session(self.context, keep=context_shift_keep)
+            self._session = KVSequence(self.context, keep=context_shift_keep)
         # images (and audio, where the projector has it) in chat messages and MediaPrompts
-        self.projector = Projector(self.model, mmproj, n_threads=n_threads, use_gpu=n_gpu_layers != 0) if mmproj \
+        self.projector = Projector(self.model, mmproj, n_threads=n_threads, use_gpu=self.model.uses_gpu) if mmproj \
             else None
         self.draft_model = self._drafter(draft_model, n_ctx, n_threads)
         self.last_speculation = SpeculationStats()
@@ -333,7 +333,7 @@ class Llama(LlamaCppAccessors):
         return chat_response(plan, header, completion)
 
     def set_cache(self, cache: Any) -> None:
-        """Keep prompt states in ``cache`` (``pyllama.cache.RAMCache``/``DiskCache``); None turns it off."""
+        """Keep prompt states in ``cache`` (``pyllama.RAMCache``/``DiskCache``); None turns it off."""
         self.cache = cache
 
     def _resume_from_cache(self, prompt: list[int]) -> None:

@@ -132,6 +132,7 @@ class Model(NativeObject):
                                      "progress callback")
         checks.check_pointer(pointer, ModelLoadError, f"{self.path}: could not load the model", guarded=True)
         self._handle = owned(pointer, lib.llama_model_free)
+        self.n_gpu_layers = n_gpu_layers
         self._vocab = Vocab(self)
 
     # --- vocabulary -----------------------------------------------------------------------
@@ -139,6 +140,11 @@ class Model(NativeObject):
     def vocab(self) -> Vocab:
         self._ptr  # raises when closed
         return self._vocab
+
+    @property
+    def uses_gpu(self) -> bool:
+        """Whether it was loaded with layers to offload: what runs beside it (a projector) goes to the GPU too."""
+        return self.n_gpu_layers != 0
 
     def tokenize(self, text: str | bytes, add_special: bool = True, parse_special: bool = False) -> list[int]:
         return self.vocab.tokenize(text, add_special, parse_special)

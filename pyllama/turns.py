@@ -13,11 +13,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from .errors import LlamaError
-
-
-class StreamPreemptedError(LlamaError, RuntimeError):
-    """A stream was read after a later call from the same thread took over its Llama."""
+from .errors import StreamPreemptedError
 
 
 class Turn:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from pyllama import Batch, ClosedError, Context, Llama, Model
-from pyllama.generation.core import Event, Request
+from pyllama.generation.generator import Event, Request
 from pyllama.generation.params import SamplingParams
 from pyllama.server.engine import Engine, Job
 

@@ -9,7 +9,8 @@ import jsonschema
 import pytest
 
 from pyllama import Llama
-from pyllama.chat.json_schema import SchemaError, integer_range, schema_to_gbnf
+from pyllama.chat.json_schema import integer_range, schema_to_gbnf
+from pyllama.errors import SchemaError
 
 SCHEMAS = {
     "object-required-optional": {

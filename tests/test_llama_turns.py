@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from pyllama import Llama
-from pyllama.turns import StreamPreemptedError
+from pyllama.errors import StreamPreemptedError
 
 READABLE = {t: -100.0 for t in range(3, 259)} | {2: -100.0}  # words and letters only, never EOS
 HANG = 60.0

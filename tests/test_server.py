@@ -244,8 +244,8 @@ def test_config_file_serves_several_models(tiny_spm, tiny_bpe, tmp_path):
 def test_engine_events_reach_the_event_loop_in_order_and_wake_it_only_as_needed(live):
     """The engine thread hands events over without waking the event loop for each token of a
     reply sent whole (each wakeup takes CPU from decoding); a stream gets them as they come."""
-    from pyllama.generation.core import Event
-    from pyllama.server.service import _Inbox
+    from pyllama.generation.generator import Event
+    from pyllama.server.inbox import Inbox
 
     async def deliver() -> tuple[list[tuple[int, str]], int]:
         loop = asyncio.get_running_loop()
@@ -258,7 +258,7 @@ def test_engine_events_reach_the_event_loop_in_order_and_wake_it_only_as_needed(
             return schedule(*args)
 
         loop.call_soon_threadsafe = counted
-        inbox = _Inbox(loop, live)
+        inbox = Inbox(loop, live)
         emitters = [inbox.emitter(0), inbox.emitter(1)]
 
         def engine() -> None:

@@ -371,7 +371,7 @@ def in_process(model: Any, *flags: str) -> Iterator[tuple[str, Any]]:
         assert thread.is_alive() and time.monotonic() < deadline, "the in-process server did not start"
         time.sleep(0.05)
     try:
-        yield f"http://127.0.0.1:{server.config.port}", app.state.services.default.engine
+        yield f"http://127.0.0.1:{server.config.port}", app.state.pool.default.served.engine
     finally:
         server.should_exit = True
         thread.join(HANG)

@@ -26,8 +26,7 @@ def _missing_module_message(exc: ImportError) -> str:
 
 
 try:
-    from .. import _pyllama_cffi
-    from .._pyllama_cffi import ffi, lib
+    from .._pyllama_cffi import __file__ as _compiled_file, ffi, lib
 except ImportError as exc:
     if sys.argv[:1] == ["-m"]:  # `python -m pyllama ...` still importing: a command's one-line error, no traceback
         sys.exit(f"pyllama: error: {_missing_module_message(exc)}")
@@ -51,4 +50,4 @@ if BUILD_VERSION != __version__:
     )
 
 # where the compiled parts live (in an editable install, not next to the package's sources)
-LIBRARY_DIR = Path(_pyllama_cffi.__file__).resolve().parent
+LIBRARY_DIR = Path(_compiled_file).resolve().parent

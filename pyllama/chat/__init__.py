@@ -1,9 +1,12 @@
 """Chat: templates, named formats, tool calling, JSON-schema output; planning a chat request and shaping its reply."""
 
-from .completion import ChatChunker, ChatPlan, chat_chunks, chat_header, chat_response, plan_chat
+from ..errors import ChatTemplateError, SchemaError
 from .formats import FORMATS, ChatFormat
-from .json_schema import SchemaError, schema_to_gbnf
-from .template import ChatTemplate, ChatTemplateError, chat_template
+from .json_schema import schema_to_gbnf
+from .model_template import chat_template
+from .plan import ChatPlan, plan_chat
+from .reply import ChatChunker, chat_chunks, chat_header, chat_response
+from .template import ChatTemplate
 from .tools import ToolCall, parse_tool_calls
 
 __all__ = [

@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import json
 
+from ..errors import RegexError
+
 JSON_UNSAFE = '"\\\\\\x00-\\x1F'  # inside a GBNF class: quote, backslash, control characters
 ANY = f"[^{JSON_UNSAFE}]"
 SHORTHANDS = {"d": "[0-9]", "w": "[a-zA-Z0-9_]", "s": "[ \\t]",
               "D": f"[^0-9{JSON_UNSAFE}]", "W": f"[^a-zA-Z0-9_{JSON_UNSAFE}]", "S": f"[^ \\t{JSON_UNSAFE}]"}
-
-
-class RegexError(ValueError):
-    pass
 
 
 def _literal(char: str) -> str:

@@ -16,11 +16,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from ._regex import RegexError, regex_to_gbnf
-
-
-class SchemaError(ValueError):
-    """A JSON schema that is invalid or uses something the converter cannot enforce."""
+from ..errors import RegexError, SchemaError
+from ._regex import regex_to_gbnf
 
 
 SPACE = '| " " | "\\n" [ \\t]{0,20}'

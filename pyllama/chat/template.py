@@ -14,18 +14,14 @@ import datetime
 import functools
 import json
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import jinja2
 import jinja2.ext
 
 from ..errors import ChatTemplateError
-from .fallback import Fallback, fallback_for
-from .formats import FORMATS, get_format
+from .fallback import Fallback
 from .sandbox import BoundedEnvironment, render
-
-if TYPE_CHECKING:
-    from ..model import Model
 
 
 def _raise_exception(message: str) -> None:
@@ -75,27 +71,3 @@ class ChatTemplate:
                           eos_token=self.eos_token, **extra)
         except jinja2.exceptions.TemplateError as exc:
             raise ChatTemplateError(f"the chat template failed: {exc}") from exc
-
-
-def chat_template(model: Model, chat_format: str | None = None) -> ChatTemplate:
-    """The template for ``model``: ``chat_format`` (a named format, one of llama.cpp's built-in
-    names, or a template string of your own), else the GGUF's own, else the format of the
-    family its vocabulary belongs to (chatml when none), marked as a :class:`Fallback`."""
-    vocab = model.vocab
-    bos = vocab.text(vocab.bos) if vocab.bos >= 0 else ""
-    eos = vocab.text(vocab.eos) if vocab.eos >= 0 else ""
-    if chat_format is not None and ("{{" in chat_format or "{%" in chat_format):
-        return ChatTemplate(chat_format, bos, eos, stop=[eos] if eos else [])
-    embedded = model.chat_template() if chat_format is None else None
-    if embedded:
-        return ChatTemplate(embedded, bos, eos, stop=[eos] if eos else [])
-    from .builtin import BuiltinTemplate, builtin_names  # (it builds on this module)
-
-    if chat_format is not None and chat_format not in FORMATS and chat_format in builtin_names():
-        return BuiltinTemplate(chat_format, bos, eos)
-    if chat_format is not None:
-        named = get_format(chat_format)
-        return ChatTemplate(named.template, bos, eos, stop=named.stops, format=chat_format)
-    fallback = fallback_for(vocab)
-    named = get_format(fallback.format)
-    return ChatTemplate(named.template, bos, eos, stop=named.stops, format=fallback.format, fallback=fallback)

@@ -19,7 +19,8 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .json_schema import SchemaError, literal, schema_to_gbnf
+from ..errors import SchemaError
+from .json_schema import literal, schema_to_gbnf
 
 Tool = Mapping[str, Any]
 

@@ -30,8 +30,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if rest and not getattr(args, "passthrough", False):
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     args.rest = rest
-    from ..errors import LlamaError
-    from ._extras import MissingExtraError
+    from ..errors import LlamaError, MissingExtraError
 
     try:
         return args.run(args)

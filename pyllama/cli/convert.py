@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ._extras import require
+from .._extras import require
 
 
 def register(commands: argparse._SubParsersAction) -> None:

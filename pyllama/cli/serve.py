@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._extras import require
+from .._extras import require
 
 
 def register(commands: argparse._SubParsersAction) -> None:

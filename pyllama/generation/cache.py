@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .session import common_prefix
+from .kv_sequence import common_prefix
 
 
 @dataclasses.dataclass(frozen=True)

@@ -19,10 +19,11 @@ import numpy as np
 
 from ..batch import Batch
 from ..context import Context
+from ..errors import ContextFullError
 from ..model import Model
 from ..sampler import Sampler
 from .draft_policy import DraftPolicy
-from .session import ContextFullError, Session
+from .kv_sequence import KVSequence
 
 Drafter = Callable[[np.ndarray], np.ndarray]
 
@@ -45,7 +46,7 @@ def _takes_limit(call: Callable[..., object]) -> bool:
     return any(p.kind is p.VAR_KEYWORD or p.name == "max_tokens" for p in parameters)
 
 
-def verified_tokens(session: Session, sample: Callable[..., int], drafter: Drafter,
+def verified_tokens(session: KVSequence, sample: Callable[..., int], drafter: Drafter,
                     policy: DraftPolicy) -> Iterator[tuple[int, int]]:
     """``(token, logits row)`` pairs, the same tokens plain decoding would give: the drafter
     guesses (as many tokens as ``policy`` finds worth it), the guess is verified in one batch
@@ -121,7 +122,7 @@ class DraftModel:
         self.model = model if isinstance(model, Model) else Model(model, n_gpu_layers=n_gpu_layers)
         self.num_pred_tokens = num_pred_tokens
         self.context = Context(self.model, n_ctx=n_ctx, n_threads=n_threads)
-        self._session = Session(self.context)
+        self._session = KVSequence(self.context)
         self._sampler = Sampler().greedy()
         self._batch = Batch(1)
 

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import threading
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -23,9 +24,18 @@ from ..errors import MediaError
 
 if TYPE_CHECKING:
     from ..context import Context
-    from .projector import Projector
 
 KINDS = {lib.MTMD_INPUT_CHUNK_TYPE_IMAGE: "image", lib.MTMD_INPUT_CHUNK_TYPE_AUDIO: "audio"}
+
+
+class Encoder(Protocol):
+    """What a chunk uses of the :class:`~pyllama.Projector` that made it: libmtmd's context and
+    the lock around its encoder. Named by shape, because projector.py builds on this module."""
+
+    _lock: threading.Lock
+
+    @property
+    def _ptr(self) -> Any: ...
 
 
 def placeholders(media_id: str, ordinal: int, n_pos: int) -> list[int]:
@@ -40,7 +50,7 @@ class MediaChunk(NativeObject):
     """The tokens of one image (or one slice of it) or audio clip: ``n_tokens`` embeddings that
     fill ``n_pos`` KV positions (fewer for M-RoPE models). Evaluated by its projector."""
 
-    def __init__(self, projector: Projector, chunk: Any, ordinal: int) -> None:
+    def __init__(self, projector: Encoder, chunk: Any, ordinal: int) -> None:
         copy = lib.mtmd_input_chunk_copy(chunk)
         if copy == ffi.NULL:
             raise MemoryError("could not copy a media chunk")

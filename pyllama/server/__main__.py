@@ -24,7 +24,8 @@ def _listen(host: str, port: int) -> socket.socket:
 
 def main(argv: Sequence[str] | None = None, prog: str = "python -m pyllama.server") -> int:
     """``prog`` names the command in messages (``pyllama serve`` runs this too)."""
-    from ..cli._extras import MissingExtraError, require
+    from .._extras import require
+    from ..errors import MissingExtraError
 
     try:
         require(("fastapi", "uvicorn", "fastapi_offline"), "server")
@@ -54,18 +55,26 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m pyllama.serve
     except KeyboardInterrupt:  # Ctrl-C while the model loads: nothing runs yet, nothing to drain
         print(f"{prog}: interrupted while loading the model", file=sys.stderr)
         return 130
+    pool = app.state.pool
+    failed = [p for p in pool.all if p.failure is not None]
+    for pooled in failed:
+        print(f"{prog}: cannot load the model '{pooled.name}' ({pooled.settings.model}): {pooled.failure}",
+              file=sys.stderr, flush=True)
+    if failed and len(failed) == len(pool.all) and not pool.router:  # nothing to serve
+        return 1
     scheme = "https" if settings.ssl_certfile else "http"
-    names = ", ".join(f"{m.model_alias} ({m.n_parallel} slots, n_ctx {m.n_ctx})" for m in models)
+    names = ", ".join(f"{p.name} ({p.settings.n_parallel} slots, n_ctx {p.settings.n_ctx})" if p.served else
+                      f"{p.name} ({'failed' if p.failure else 'on demand'})" for p in pool.all)
     addresses = ", ".join(f"{scheme}://{'[' + h + ']' if ':' in h else h}:{settings.port}" for h in settings.hosts)
     print(f"pyllama server on {addresses}: {names}", flush=True)
-    for service in app.state.services.all:  # a base model: say which format stands in for its missing template
-        if service.template.fallback is not None:
-            print(f"{service.name}: {service.template.fallback.note}; the chat page starts in text mode", flush=True)
+    for pooled in pool.loaded():  # a base model: say which format stands in for its missing template
+        if pooled.served.template.fallback is not None:
+            print(f"{pooled.name}: {pooled.served.template.fallback.note}; the chat page starts in text mode",
+                  flush=True)
     config = uvicorn.Config(app, ssl_keyfile=settings.ssl_keyfile, ssl_certfile=settings.ssl_certfile,
                             log_level="info" if settings.verbose else "warning",
                             access_log=settings.verbose)
-    engines = [service.engine for service in app.state.services.all]
-    server = GracefulServer(config, app.state.drain, engines, settings.stop_timeout)
+    server = GracefulServer(config, app.state.drain, pool.engines, settings.stop_timeout)
     server.run(sockets=sockets)
     if app.state.drain.draining:
         say("stopped")

@@ -1,7 +1,7 @@
 """Continuous batching: many requests share one Context, one decode per step.
 
 Each request gets a slot (a sequence id in a unified KV cache) holding its
-:class:`~pyllama.generation.core.Generation`, the same per-request core ``Llama`` drives.
+:class:`~pyllama.generation.generator.Generation`, the same per-request core ``Llama`` drives.
 Every step decodes one batch holding the next token of every generating slot and as much
 queued prompt as the batch has room for, so new requests join between steps and long
 prompts do not stall the replies already running. A new request takes the idle slot whose
@@ -9,7 +9,7 @@ cached tokens share the longest prefix with its prompt (at least a tenth of it, 
 llama-server's slot similarity), else the one idle longest, so a cached prefix is kept for as
 long as it can be. A cancelled request frees its
 slot at the next step, a queued one its place at once. When the queue is full, ``submit``
-raises QueueFull.
+raises QueueFullError.
 
 With a prompt cache (``--cache-ram``), a slot's cached prefix that a new request is about to
 cut goes to RAM first, and a request whose prompt a cached state covers better than any slot
@@ -27,7 +27,7 @@ DraftPolicy's choice, from its acceptance rate and what decodes of each size cos
 Isolation: whatever fails while admitting, sampling or advancing one job ends that job alone,
 with an error event; the other slots go on and keep their KV. A failed decode ends the jobs
 that were in that batch. If the engine thread itself ever stops, every waiting job gets an
-error, ``alive`` turns false and ``submit`` raises EngineStopped.
+error, ``alive`` turns false and ``submit`` raises EngineStoppedError.
 """
 
 from __future__ import annotations
@@ -43,11 +43,11 @@ from typing import Any, TypeVar
 
 from ..batch import Batch
 from ..context import Context
-from ..errors import KVCacheFullError, LlamaError
+from ..errors import EngineStoppedError, KVCacheFullError, QueueFullError
 from ..generation.cache import LlamaState, RAMCache
-from ..generation.core import Event, Generation, Request
+from ..generation.generator import Event, Generation, Request
 from ..generation.draft_policy import DecodeCost, DraftPolicy
-from ..generation.session import common_prefix, discarded_by_shift
+from ..generation.kv_sequence import common_prefix, discarded_by_shift
 from ..generation.speculative import Drafter, guess
 from ..lora import AppliedLoras
 from ..model import Model
@@ -55,14 +55,6 @@ from ..multimodal.prompt import reusable_prefix, text_ahead
 
 logger = logging.getLogger("pyllama.server")
 T = TypeVar("T")
-
-
-class QueueFull(LlamaError):
-    """Too many requests are waiting; try again later."""
-
-
-class EngineStopped(LlamaError):
-    """The engine thread is not running (it failed, or the server is shutting down)."""
 
 
 @dataclasses.dataclass
@@ -113,6 +105,10 @@ class _Slot:
         a BOS say, do not count), then how long it has been idle."""
         shared = common_prefix(self.tokens, prompt)
         return (shared if shared >= max(2, len(prompt) // 10) else 0, -self.idle_since)
+
+
+# what a slot put in a step's batch: the slot, its tokens, and whether they were generated (else prompt)
+_Added = tuple[_Slot, list[int], bool]
 
 
 @dataclasses.dataclass
@@ -186,9 +182,9 @@ class Engine:
             raise ValueError(f"there is no slot {job.slot_id}: the slots are 0..{len(self.slots) - 1}")
         with self._wake:
             if not self.alive:
-                raise EngineStopped(f"the engine is not running: {self.failure or 'it was shut down'}")
+                raise EngineStoppedError(f"the engine is not running: {self.failure or 'it was shut down'}")
             if len(self.queue) >= self.max_queue:
-                raise QueueFull(f"{len(self.queue)} requests are already waiting")
+                raise QueueFullError(f"{len(self.queue)} requests are already waiting")
             self.queue.append(job)
             self.stats.requests += 1
             self._wake.notify()
@@ -242,7 +238,7 @@ class Engine:
             calls, self._calls = list(self._calls), collections.deque()
         for _, future in calls:
             if future.set_running_or_notify_cancel():
-                future.set_exception(EngineStopped(reason))
+                future.set_exception(EngineStoppedError(reason))
         for job in waiting:
             self._emit(job, Event("", [], "error", error=reason))
         for slot in self.slots:
@@ -259,7 +255,7 @@ class Engine:
         future: concurrent.futures.Future[T] = concurrent.futures.Future()
         with self._wake:
             if not self.alive:
-                raise EngineStopped(f"the engine is not running: {self.failure or 'it was shut down'}")
+                raise EngineStoppedError(f"the engine is not running: {self.failure or 'it was shut down'}")
             self._calls.append((function, future))
             self._wake.notify()
         return future
@@ -357,25 +353,45 @@ class Engine:
             slot.tokens = list(best.tokens)
 
     def _step(self) -> None:
+        """One step: ready the slots, put their work in one batch, decode it, and sample every
+        slot the decode gave logits for."""
+        self._release_cancelled()
+        self._evaluate_due_media()
+        self._make_room()
+        loras = self._lora_turn()  # slots with other adapters wait for a later step
+        added = self._fill_batch(loras)
+        if self._batch.n_tokens and self._decode(added, loras):
+            self._sample(added)
+
+    def _release_cancelled(self) -> None:
         for slot in self.slots:
             if slot.job is not None and slot.job.cancelled.is_set():
                 slot.release()
+
+    def _evaluate_due_media(self) -> None:
         for slot in self.slots:
             if slot.job is not None and slot.pending and slot.job.request.media:
                 self._evaluate_media(slot)
-        batch = self._batch
-        batch.clear()
-        added: list[tuple[_Slot, list[int], bool]] = []  # what each slot put in this batch, to undo it
+
+    def _make_room(self) -> None:
+        """A generating slot whose sequence fills its context shifts it, or ends."""
         for slot in self.slots:
-            slot.output_index = -1
             if slot.job is not None and slot.next_token is not None and len(slot.tokens) >= self.n_ctx:
                 try:
                     self._shift(slot)
                 except Exception as exc:  # noqa: BLE001 - e.g. a memory that cannot shift: this job ends, not the engine
                     self._fail(slot, f"context shift failed: {type(exc).__name__}: {exc}")
-        loras = self._lora_turn()  # slots with other adapters wait for a later step
+
+    def _fill_batch(self, loras: AppliedLoras) -> list[_Added]:
+        """This step's batch: the generating slots' next tokens (and guesses after them) first,
+        then as much pending prompt as fits, the oldest job's first; only slots using ``loras``."""
+        batch = self._batch
+        batch.clear()
+        for slot in self.slots:
+            slot.output_index = -1
+        added: list[_Added] = []
         generating = [s for s in self.slots if s.job is not None and s.next_token is not None and s.job.loras == loras]
-        for slot in generating:  # generating slots first: their token and any guesses after it
+        for slot in generating:
             try:
                 slot.draft = self._guess(slot, len(generating), self.n_batch - batch.n_tokens - len(generating))
             except Exception:  # noqa: BLE001 - guesses only save time: a drafter that failed makes none
@@ -403,30 +419,37 @@ class Engine:
             slot.tokens.extend(chunk)
             if not slot.pending:
                 slot.output_index = batch.n_tokens - 1
-        if batch.n_tokens == 0:
-            return
+        return added
+
+    def _decode(self, added: list[_Added], loras: AppliedLoras) -> bool:
+        """Decode the batch; False if it could not be stored. A full KV cache first drops the idle
+        slots' cached prefixes, then ends the job holding the most of it; a failed decode ends
+        the jobs that were in the batch."""
         while True:
             try:
                 self._use_loras(loras)
                 started = time.perf_counter()
-                self.context.decode(batch)
-                self.decode_cost.observe(batch.n_tokens, time.perf_counter() - started)
+                self.context.decode(self._batch)
+                self.decode_cost.observe(self._batch.n_tokens, time.perf_counter() - started)
                 self.stats.decodes += 1
                 self.stats.busy_slot_decodes += len(added)
                 for slot, _, _ in added:
                     slot.last_decode = self.stats.decodes
-                break
+                return True
             except KVCacheFullError:  # nothing of the batch was stored
                 if self._drop_idle_caches():
                     continue
                 self._undo(added)
                 self._end_largest()
-                return
+                return False
             except Exception as exc:  # noqa: BLE001 - a failed decode ends the jobs that were in it
                 for slot, _, _ in added:
                     self._fail(slot, f"decoding failed: {exc}")
-                return
-        for slot, tokens, generated in added:
+                return False
+
+    def _sample(self, added: list[_Added]) -> None:
+        """After a decode: report the prompts' progress, and sample each slot that has logits."""
+        for slot, _, generated in added:
             if not generated and slot.job is not None and slot.job.progress:
                 self._report_progress(slot)
         for slot in self.slots:
@@ -452,8 +475,16 @@ class Engine:
     def _report_progress(self, slot: _Slot) -> None:
         prompt = len(slot.job.prompt_tokens)
         elapsed = 1e3 * (time.perf_counter() - slot.generation.started)
-        self._emit(slot.job, Event("", [], progress={"total": prompt, "cache": slot.cached,
-                                                     "processed": prompt - len(slot.pending), "time_ms": elapsed}))
+        processed = prompt - len(slot.pending)
+        done = processed - slot.cached  # evaluated so far; the first report comes before any
+        ms = elapsed if done else 0.0
+        # llama-server sends the prompt's timings so far with each report (nothing predicted yet)
+        timings = {"cache_n": slot.cached, "prompt_n": done, "prompt_ms": ms,
+                   "prompt_per_token_ms": ms / done if done else 0.0,
+                   "prompt_per_second": 1e3 * done / ms if ms > 0 else 0.0,
+                   "predicted_n": 0, "predicted_ms": 0.0, "predicted_per_token_ms": 0.0, "predicted_per_second": 0.0}
+        self._emit(slot.job, Event("", [], progress={"total": prompt, "cache": slot.cached, "processed": processed,
+                                                     "time_ms": elapsed}, timings=timings))
 
     def _shift(self, slot: _Slot) -> None:
         """The slot's sequence fills the context: with context shifting, drop the older half after
@@ -572,7 +603,7 @@ class Engine:
         return freed
 
     @staticmethod
-    def _undo(added: list[tuple[_Slot, list[int], bool]]) -> None:
+    def _undo(added: list[_Added]) -> None:
         """Take back what this step put in the batch (it was not stored)."""
         for slot, tokens, generated in added:
             del slot.tokens[len(slot.tokens) - len(tokens):]

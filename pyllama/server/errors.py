@@ -4,7 +4,8 @@
 request-model validation failures, FastAPI's own HTTP errors and anything unexpected are
 turned into the same shape by the handlers :func:`install` registers. Anthropic's routes
 (``/v1/messages``) answer in Anthropic's shape instead, ``{"type": "error", "error": {"type",
-"message"}}``, since its clients read that one (:func:`body_for` picks by path).
+"message"}}``, since its clients read that one, and Ollama's routes (``/api/*``) Ollama's,
+``{"error": "..."}`` (:func:`body_for` picks by path).
 """
 
 from __future__ import annotations
@@ -55,11 +56,18 @@ def anthropic_error_body(status: int, message: str, param: str | None = None,
     return {"type": "error", "error": {"type": kind, "message": message}}
 
 
+def ollama_error_body(status: int, message: str, param: str | None = None,
+                      code: str | None = None) -> dict[str, Any]:
+    return {"error": message}
+
+
 ErrorBody = Callable[[int, str, str | None, str | None], dict[str, Any]]
 
 
 def body_for(path: str) -> ErrorBody:
     """The error shape the clients of ``path`` read."""
+    if path.startswith("/api/"):
+        return ollama_error_body
     return anthropic_error_body if path == "/v1/messages" or path.startswith("/v1/messages/") else error_body
 
 

@@ -73,6 +73,7 @@ def _surrogate_path(value: Any, path: str = "") -> str | None:
 
 
 ARRAY_BODIES = {"/lora-adapters"}  # llama-server's routes that take a JSON array, not an object
+BINARY_BODIES = "/api/blobs/"  # Ollama's blob uploads: raw bytes, refused by their route, not as bad JSON
 
 
 def check_json(raw: bytes, array: bool = False) -> Any:
@@ -156,10 +157,12 @@ class Gate:
             if raw is None:
                 logger.info("%s %s: the client left before sending its whole body", scope["method"], scope["path"])
                 return
-            if len(raw) > 1 << 20:  # parsing megabytes would stall every other request on the event loop
-                await run_in_threadpool(check_json, raw, scope["path"] in ARRAY_BODIES)
-            elif raw:
-                check_json(raw, scope["path"] in ARRAY_BODIES)
+            if raw and not scope["path"].startswith(BINARY_BODIES):
+                array = scope["path"] in ARRAY_BODIES
+                if len(raw) > 1 << 20:  # parsing megabytes would stall every other request on the event loop
+                    await run_in_threadpool(check_json, raw, array)
+                else:
+                    check_json(raw, array)
         except BodyError as exc:
             return await _answer(send, exc.status, str(exc), exc.param, path=scope["path"])
         scope["headers"] = [(k, v) for k, v in scope["headers"] if k.lower() != b"content-type"]

@@ -1,5 +1,5 @@
-"""LoRA adapters of a served model (``--lora``, ``--lora-scaled``) and llama-server's
-``/lora-adapters`` routes.
+"""LoRA adapters of a served model (``--lora``, ``--lora-scaled``), for llama-server's
+``/lora-adapters`` routes (server/llamacpp.py).
 
 Adapters are loaded once, at start, in the order the flags name them: that order is their id.
 ``POST /lora-adapters`` sets the scales requests get by default; a request's own ``lora``
@@ -11,17 +11,12 @@ the engine batches together only the slots whose adapters and scales are the sam
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
-
-from fastapi import APIRouter, Query
+from typing import Any
 
 from ..lora import AppliedLoras, LoraAdapter
 from ..model import Model
 from .errors import RequestError
-from .schemas import LoraScale
-
-if TYPE_CHECKING:  # services -> service -> this module
-    from .services import Services
+from .schemas.common import LoraScale
 
 
 class Adapters:
@@ -55,18 +50,3 @@ class Adapters:
         """What a request runs with: its own ``lora`` if it gives one, else the server's scales."""
         scales = self.scales_of(entries, "lora") if entries else self.scales
         return tuple((adapter, scale) for adapter, scale in zip(self.loaded, scales) if scale != 0.0)
-
-
-def router(services: Services) -> APIRouter:
-    api = APIRouter()
-
-    @api.get("/lora-adapters", tags=["llama.cpp"])
-    async def list_adapters(model: str | None = Query(None)) -> list[dict[str, Any]]:
-        return services.pick(model).adapters.describe()
-
-    @api.post("/lora-adapters", tags=["llama.cpp"])
-    async def set_adapters(body: list[LoraScale], model: str | None = Query(None)) -> dict[str, Any]:
-        services.pick(model).adapters.set_scales(body)
-        return {"success": True}
-
-    return api

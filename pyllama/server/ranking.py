@@ -1,5 +1,5 @@
 """The served model's reranker (llama-server's ``--reranking``), behind the rerank routes of
-server/info.py: Jina/Cohere's ``{query, documents, top_n?, return_documents?}`` answered with
+server/llamacpp.py: Jina/Cohere's ``{query, documents, top_n?, return_documents?}`` answered with
 ``{model, object: "list", usage, results: [{index, relevance_score, document?}]}``, best first,
 or, for a body with ``texts``, Hugging Face TEI's bare list of ``{index, score, text?}``. Scores
 are the model's raw logits, as llama-server sends them; the scoring is pyllama.rerank, shared

@@ -15,17 +15,20 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
-from typing import Annotated, Any, Literal, Union
+from typing import Any
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
-from .chat import ChunkEvents, complete_chat, stream_chat, translated
+from .chat_generation import ChunkEvents, complete_chat, stream_chat, translated
 from .errors import RequestError
-from .schemas import Body, ChatRequest, Fraction, GenerationFields, Int32
-from .service import ModelService
-from .services import Services
+from .schemas.common import GenerationFields
+from .schemas.openai import ChatRequest
+from .schemas.responses import (FunctionCallItem, FunctionCallOutputItem, FunctionChoice, FunctionTool, HostedTool,
+                                InputImage, InputText, ItemReference, MessageItem, OutputText, ReasoningConfig,
+                                ReasoningItem, Refusal, ResponsesRequest, TextConfig)
+from .served_model import ServedModel
+from .model_pool import ModelPool
 from .sse import sse, started
 
 logger = logging.getLogger("pyllama.server")
@@ -34,154 +37,6 @@ logger = logging.getLogger("pyllama.server")
 _OWN = {"model", "stream", "stream_options", "max_tokens", "max_completion_tokens", "n_predict", "n", "temperature",
         "top_p", "response_format", "user"}
 _EXTRAS = frozenset(GenerationFields.model_fields) - _OWN
-
-
-# --- the request -------------------------------------------------------------------------------
-class InputText(Body):
-    type: Literal["input_text"]
-    text: str
-
-
-class InputImage(Body):
-    type: Literal["input_image"]
-    image_url: str | None = None
-    file_id: str | None = None
-    detail: str | None = None
-
-
-class InputFile(Body):
-    type: Literal["input_file"]
-
-
-class OutputText(Body):
-    type: Literal["output_text"]
-    text: str
-
-
-class Refusal(Body):
-    type: Literal["refusal"]
-    refusal: str
-
-
-Part = Annotated[Union[InputText, InputImage, InputFile, OutputText, Refusal], Field(discriminator="type")]
-
-
-class MessageItem(Body):
-    type: Literal["message"] = "message"
-    role: Literal["user", "assistant", "system", "developer"]
-    content: Union[str, list[Part]]
-
-
-class FunctionCallItem(Body):
-    type: Literal["function_call"]
-    call_id: str
-    name: str
-    arguments: str
-
-
-class FunctionCallOutputItem(Body):
-    type: Literal["function_call_output"]
-    call_id: str
-    output: Union[str, list[Part]]
-
-
-class ReasoningText(Body):
-    type: Literal["summary_text", "reasoning_text"]
-    text: str
-
-
-class ReasoningItem(Body):
-    type: Literal["reasoning"]
-    summary: list[ReasoningText] = []
-    content: list[ReasoningText] | None = None
-
-
-class ItemReference(Body):
-    type: Literal["item_reference"]
-    id: str
-
-
-def _kind(value: Any, default: str | None = None) -> Any:
-    return value.get("type", default) if isinstance(value, dict) else getattr(value, "type", default)
-
-
-InputItem = Annotated[
-    Union[Annotated[MessageItem, Tag("message")], Annotated[FunctionCallItem, Tag("function_call")],
-          Annotated[FunctionCallOutputItem, Tag("function_call_output")], Annotated[ReasoningItem, Tag("reasoning")],
-          Annotated[ItemReference, Tag("item_reference")]],
-    Discriminator(lambda v: _kind(v, "message"), custom_error_type="invalid_item",
-                  custom_error_message="an input item is a message, function_call, function_call_output, "
-                                       "reasoning or item_reference")]
-
-
-class FunctionTool(Body):
-    type: Literal["function"]
-    name: str = Field(..., min_length=1, max_length=256)
-    description: str | None = None
-    parameters: dict[str, Any] | None = None
-    strict: bool | None = None
-
-
-class HostedTool(BaseModel):
-    """web_search, file_search, ...: tools OpenAI's servers run; there is nothing here to run them."""
-
-    model_config = ConfigDict(extra="allow")
-    type: str
-
-
-ToolSpec = Annotated[Union[Annotated[FunctionTool, Tag("function")], Annotated[HostedTool, Tag("hosted")]],
-                     Discriminator(lambda v: "function" if _kind(v) == "function" else "hosted")]
-
-
-class FunctionChoice(Body):
-    type: Literal["function"]
-    name: str
-
-
-class TextFormat(Body):
-    type: Literal["text", "json_object", "json_schema"]
-    name: str | None = None
-    schema_: dict[str, Any] | None = Field(None, alias="schema")
-    description: str | None = None
-    strict: bool | None = None
-
-
-class TextConfig(Body):
-    format: TextFormat | None = None
-    verbosity: str | None = None
-
-
-class ReasoningConfig(Body):
-    effort: str | None = None
-    summary: str | None = None
-
-
-class ResponsesRequest(Body):
-    """``/v1/responses``; unknown fields are ignored, llama.cpp's sampling fields are used."""
-
-    model_config = ConfigDict(extra="allow", json_schema_extra={"examples": [
-        {"instructions": "Be brief.", "input": "Name the planets of the solar system.", "max_output_tokens": 64}]})
-
-    model: str | None = None
-    input: Union[str, Annotated[list[InputItem], Field(min_length=1)]]
-    instructions: str | None = None
-    tools: list[ToolSpec] | None = None
-    tool_choice: Union[Literal["none", "auto", "required"], FunctionChoice, None] = None
-    parallel_tool_calls: bool | None = None
-    max_output_tokens: Int32 | None = Field(None, ge=1)
-    temperature: float | None = Field(None, ge=0.0)
-    top_p: Fraction | None = None
-    text: TextConfig | None = None
-    reasoning: ReasoningConfig | None = None
-    stream: bool = False
-    store: bool | None = None
-    metadata: dict[str, str] | None = None
-    user: str | None = None
-    # stored state, which a stateless server does not have: refused by name
-    previous_response_id: str | None = None
-    conversation: Union[str, dict[str, Any], None] = None
-    prompt: dict[str, Any] | None = None
-    background: bool | None = None
 
 
 # --- request -> ChatRequest ------------------------------------------------------------------------
@@ -328,7 +183,7 @@ def _status(finish_reason: str | None) -> str:
     return "incomplete" if finish_reason == "length" else "completed"
 
 
-def _usage(service: ModelService, prompt: int, generated: int, cached: int, reasoning: str) -> dict[str, Any]:
+def _usage(service: ServedModel, prompt: int, generated: int, cached: int, reasoning: str) -> dict[str, Any]:
     # the reasoning's tokens, counted again from its text: the chat path reports one total
     thought = len(service.vocab.tokenize(reasoning, add_special=False, parse_special=True)) if reasoning else 0
     return {"input_tokens": prompt, "input_tokens_details": {"cached_tokens": cached}, "output_tokens": generated,
@@ -355,7 +210,7 @@ def _envelope(body: ResponsesRequest, response_id: str, created: int, model: str
         "truncation": "disabled", "usage": usage if done else None, "user": body.user, "metadata": body.metadata or {}}
 
 
-async def create_response(service: ModelService, body: ResponsesRequest, chat: ChatRequest) -> dict[str, Any]:
+async def create_response(service: ServedModel, body: ResponsesRequest, chat: ChatRequest) -> dict[str, Any]:
     result = await complete_chat(service, chat, details=True)
     choice = result["choices"][0]
     message, status = choice["message"], _status(choice["finish_reason"])
@@ -376,7 +231,7 @@ class _Events(ChunkEvents):
 
     TEXT = "message"
 
-    def __init__(self, service: ModelService, body: ResponsesRequest) -> None:
+    def __init__(self, service: ServedModel, body: ResponsesRequest) -> None:
         super().__init__()
         self.service, self.body = service, body
         self.id, self.created, self.sequence = _id("resp"), int(time.time()), 0
@@ -471,7 +326,7 @@ class _Events(ChunkEvents):
                 self.event("response.failed", response=response)]
 
 
-async def stream_response(service: ModelService, body: ResponsesRequest, chat: ChatRequest) -> AsyncIterator[dict]:
+async def stream_response(service: ServedModel, body: ResponsesRequest, chat: ChatRequest) -> AsyncIterator[dict]:
     events = _Events(service, body)
     chunks = stream_chat(service, chat, details=True)
     try:
@@ -487,13 +342,13 @@ async def stream_response(service: ModelService, body: ResponsesRequest, chat: C
         await chunks.aclose()
 
 
-def router(services: Services) -> APIRouter:
+def router(pool: ModelPool) -> APIRouter:
     api = APIRouter()
 
     @api.post("/v1/responses", summary="OpenAI Responses (stateless)", tags=["OpenAI"])
     @api.post("/responses", include_in_schema=False)
     async def responses(body: ResponsesRequest) -> Response:
-        service = services.pick(body.model)
+        service = await pool.pick(body.model)
         chat = chat_request(body)
         if body.stream:
             return sse(*await started(stream_response(service, body, chat)), done_marker=False, named=True)
@@ -502,7 +357,7 @@ def router(services: Services) -> APIRouter:
     @api.post("/v1/responses/input_tokens", summary="the input tokens a Responses request takes", tags=["OpenAI"])
     @api.post("/responses/input_tokens", include_in_schema=False)
     async def input_tokens(body: ResponsesRequest) -> dict[str, Any]:
-        service = services.pick(body.model)
+        service = await pool.pick(body.model)
         plan = await service.plan_chat(chat_request(body), check_room=False)
         return {"object": "response.input_tokens", "input_tokens": len(plan.prompt_tokens)}
 

@@ -12,11 +12,13 @@ import argparse
 import dataclasses
 import json
 import os
+import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..errors import NoModelError
 from ..placement import (SPLIT_MODES, check_devices, check_overrides, check_split, moe_overrides, offload_devices,
                          parse_devices, parse_overrides, parse_split, parse_split_mode)
 
@@ -81,6 +83,14 @@ class Settings:
     mmproj: str | None = None  # multimodal projector: images (and audio) in chat messages
     allow_remote_media: bool = False  # let requests name http(s) image URLs the server downloads
     media_max_bytes: int = 20 << 20
+    # the model lifecycle (server/model_pool.py): per model...
+    sleep_idle_seconds: float = -1  # unload after this long without requests (-1: never); reload on the next
+    load_on_startup: bool = True
+    # ...and server-wide (llama-server's router mode)
+    router: bool = False  # models declared by --models-dir or --models-preset: /props says role "router"
+    models_max: int = 4  # models loaded at once (0: no limit)
+    models_memory_mib: int = 0  # MiB of model files loaded at once (0: no limit)
+    models_autoload: bool = True  # a request for a model not loaded loads it
     started: int = dataclasses.field(default_factory=lambda: int(time.time()))
 
     def __post_init__(self) -> None:
@@ -241,10 +251,26 @@ OPTIONS = [
     Option("media_max_bytes", int, "largest image or audio a request may send, in bytes (default 20 MiB)"),
     Option("config", str, "JSON file serving several models: {\"models\": [{\"model\": ..., "
                           "\"model_alias\": ...}, ...]} plus any server option at the top level"),
+    Option("models_dir", str, "folder of GGUF models loaded on demand (llama-server's router mode): FILE.gguf is "
+                              "model FILE; a subfolder is one model (its mmproj*.gguf the projector)"),
+    Option("models_preset", str, "INI file of models loaded on demand (llama-server's format): a [name] section "
+                                 "per model with model = PATH and any flag without its dashes, [*] for all"),
+    Option("models_max", int, "most models loaded at once; a new one unloads the least recently used idle one "
+                              "(default 4, 0: no limit)"),
+    Option("models_memory_mib", int, "most MiB of model files loaded at once, as --models-max (default 0: no "
+                                     "limit)"),
+    Option("models_autoload", _flag, "load a model when a request names it (default true; off: POST /models/load "
+                                     "first, or ?autoload=true)", switch=True, negation="--no-models-autoload"),
+    Option("sleep_idle_seconds", float, "unload a model after this many seconds without requests; the next request "
+                                        "loads it again (default -1: never)"),
+    Option("backend_sampling", _flag, "accepted for llama-server's commands; pyllama samples on the CPU, which "
+                                      "gives the same tokens", ("-bs",), switch=True),
 ]
 KV_CACHE_TYPES = {"F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "IQ4_NL", "Q5_0", "Q5_1"}  # llama.cpp's -ctk/-ctv
 SERVER_WIDE = {"host", "port", "api_key", "api_keys_file", "ssl_keyfile", "ssl_certfile", "max_queue",
-               "cors_origins", "verbose", "webui", "slots", "metrics", "stop_timeout"}
+               "cors_origins", "verbose", "webui", "slots", "metrics", "stop_timeout", "models_max",
+               "models_memory_mib", "models_autoload", "router"}
+DECLARING = ("config", "models_dir", "models_preset")  # flags that declare the models instead of --model
 
 
 class _Parser(argparse.ArgumentParser):
@@ -252,13 +278,20 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (--help lists the flags)\n")
 
 
+def _spellings(option: Option) -> list[str]:
+    names = [f"--{option.name}"] + ([f"--{option.name.replace('_', '-')}"] if "_" in option.name else [])
+    return names + [s for s in option.spellings if s not in names]
+
+
+_SPELLINGS = {spelling for option in OPTIONS for spelling in _spellings(option)}
+
+
 def _parser(prog: str) -> argparse.ArgumentParser:
     parser = _Parser(prog=prog,
                                      description="OpenAI-compatible server for GGUF models (llama-server's and "
                                                  "llama-cpp-python's flags both work)")
     for option in OPTIONS:
-        names = [f"--{option.name}"] + ([f"--{option.name.replace('_', '-')}"] if "_" in option.name else [])
-        names += [s for s in option.spellings if s not in names]
+        names = _spellings(option)
         extra = {"nargs": "?", "const": True} if option.switch else {}
         if option.into:
             extra = {"action": "append"}
@@ -271,19 +304,17 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     return parser
 
 
-def parse(argv: Sequence[str] | None = None, prog: str = "python -m pyllama.server") -> Settings | list[Settings]:
-    """Settings from flags and environment; with ``--config``, one Settings per model. ``prog``
-    names the command in errors."""
-    parser = _parser(prog)
-    args = parser.parse_args(argv)
+def _values(parser: argparse.ArgumentParser, args: argparse.Namespace,
+            environ: Mapping[str, str]) -> dict[str, Any]:
+    """The settings given by parsed flags, falling back to ``environ``'s variables."""
     values: dict[str, Any] = {}
     for index, option in enumerate(OPTIONS):
         value = getattr(args, option.into or option.name)
         if option.into and any(other.into == option.into for other in OPTIONS[:index]):
             value = None  # flags adding to one setting: their values were all taken with the first
-        if value is None and option.name.upper() in os.environ:
+        if value is None and option.name.upper() in environ:
             try:
-                value = option.kind(os.environ[option.name.upper()])
+                value = option.kind(environ[option.name.upper()])
             except (ValueError, argparse.ArgumentTypeError) as exc:
                 parser.error(f"environment variable {option.name.upper()}: {exc}")
             value = [value] if option.into and value is not None else value
@@ -291,30 +322,134 @@ def parse(argv: Sequence[str] | None = None, prog: str = "python -m pyllama.serv
             values[option.into] = values.get(option.into, []) + [item for given in value for item in given]
         elif value is not None:
             values[option.name] = value
+    values.pop("backend_sampling", None)  # accepted only (see its help)
+    return values
+
+
+def parse(argv: Sequence[str] | None = None, prog: str = "python -m pyllama.server") -> Settings | list[Settings]:
+    """Settings from flags and environment; with ``--config``, ``--models-dir`` or ``--models-preset``,
+    one Settings per model. ``prog`` names the command in errors."""
+    parser = _parser(prog)
+    values = _values(parser, parser.parse_args(argv), os.environ)
     if values.pop("list_devices", False):
         print(_device_list(), end="")
         parser.exit(0)
-    config = values.pop("config", None)
-    if config is None:
+    declared = {name: values.pop(name) for name in DECLARING if name in values}
+    if not declared:
         if "model" not in values:
             values["model"] = _demo_model(parser)
         return _settings(parser, values)
+    values.pop("model", None)  # the declared models replace --model
+    server = {k: v for k, v in values.items() if k in SERVER_WIDE}
+    shared = {k: v for k, v in values.items() if k not in SERVER_WIDE}
+    entries: list[dict[str, Any]] = []
+    if "config" in declared:
+        top, listed = _read_config(parser, declared["config"])
+        entries += [{**shared, **entry, **top, **server} for entry in listed]
+    if "models_dir" in declared or "models_preset" in declared:
+        found = _scan_models_dir(parser, declared["models_dir"]) if "models_dir" in declared else {}
+        every, sections = _read_preset(parser, declared["models_preset"]) if "models_preset" in declared else ({}, {})
+        for name in {**found, **sections}:
+            entry = {"load_on_startup": False, **every, **found.get(name, {}), **sections.get(name, {}), **shared,
+                     **server, "model_alias": (name,), "router": True}
+            if "model" not in entry:
+                parser.error(f"the model '{name}' in {declared['models_preset']} names no file: add model = PATH")
+            entries.append(entry)
+    if not entries:
+        parser.error(f"no models found in {' or '.join(declared.values())}")
+    models = [_settings(parser, entry) for entry in entries]
+    names = [name for m in models for name in (m.model_alias, *m.aliases)]
+    if len(set(names)) != len(names):
+        parser.error(f"model aliases must differ: {names}")
+    return models
+
+
+def _read_config(parser: argparse.ArgumentParser, config: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """``--config``'s JSON: the options for every model, and each model's own."""
     try:
         loaded = json.loads(Path(config).read_text())
         entries = loaded.pop("models")
     except (OSError, ValueError, KeyError, AttributeError) as exc:
         parser.error(f"cannot read the config file {config}: {exc}")
-    known = {option.into or option.name for option in OPTIONS} - {"config", "list_devices"}
+    known = {option.into or option.name for option in OPTIONS} - {"config", "list_devices", *DECLARING}
     unknown = (set(loaded) | {k for e in entries for k in e}) - known
     if unknown:
         parser.error(f"unknown settings in {config}: {', '.join(sorted(unknown))}")
-    server = {**loaded, **{k: v for k, v in values.items() if k in SERVER_WIDE}}
-    models = [_settings(parser, {**{k: v for k, v in values.items() if k not in SERVER_WIDE and k != "model"},
-                                 **entry, **server}) for entry in entries]
-    names = [name for m in models for name in (m.model_alias, *m.aliases)]
-    if len(set(names)) != len(names):
-        parser.error(f"model aliases must differ: {names}")
-    return models
+    return loaded, entries
+
+
+def _scan_models_dir(parser: argparse.ArgumentParser, folder: str) -> dict[str, dict[str, Any]]:
+    """llama-server's --models-dir: FILE.gguf is the model FILE; a subfolder is one model named after
+    it (its first shard ``*-00001-of-*``, or its one GGUF), with a ``*mmproj*`` file as its projector."""
+    root = Path(folder)
+    if not root.is_dir():
+        parser.error(f"--models-dir {folder} is not a folder")
+    found: dict[str, dict[str, Any]] = {}
+    for path in sorted(root.iterdir()):
+        if path.is_dir():
+            files = sorted(p for p in path.glob("*.gguf") if "mmproj" not in p.name)
+            shards = [p for p in files if "-00001-of-" in p.name]
+            projectors = sorted(path.glob("*mmproj*.gguf"))
+            if shards or files:
+                found[path.name] = {"model": str((shards or files)[0])}
+                if projectors:
+                    found[path.name]["mmproj"] = str(projectors[0])
+        elif path.suffix == ".gguf" and "mmproj" not in path.name:
+            found[path.stem] = {"model": str(path)}
+    return found
+
+
+PRESET_ONLY = {"load-on-startup", "stop-timeout", "dedup-cache-models"}  # llama-server's keys that are no flags
+
+
+def _read_preset(parser: argparse.ArgumentParser, path: str) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """llama-server's --models-preset INI: the ``[*]`` section's settings, and each model's. Keys
+    are flags without their dashes (``n-gpu-layers``, ``c``) or llama-server's environment
+    names (``LLAMA_ARG_N_GPU_LAYERS``)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        parser.error(f"cannot read the preset file {path}: {exc}")
+    sections: dict[str, list[tuple[str, str]]] = {}
+    section = ""  # keys before the first header (llama-server's "version = 1")
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = re.split(r"\s[;#]|^[;#]", raw.strip(), maxsplit=1)[0].strip()  # ; and # start comments
+        if not line:
+            continue
+        if line.startswith("[") and line.endswith("]"):
+            section = line[1:-1].strip()
+            sections.setdefault(section, [])
+        elif "=" in line:
+            key, value = (part.strip() for part in line.split("=", 1))
+            if key != "version":
+                sections.setdefault(section, []).append((key, value))
+        else:
+            parser.error(f"{path} line {number}: expected [name] or key = value, got {raw.strip()!r}")
+    settings = {name: _preset_values(parser, path, name, pairs) for name, pairs in sections.items() if name}
+    return settings.pop("*", {}), settings
+
+
+def _preset_values(parser: argparse.ArgumentParser, path: str, section: str,
+                   pairs: list[tuple[str, str]]) -> dict[str, Any]:
+    """One preset section's key = value lines, read as the flags they name."""
+    negations = {n for option in OPTIONS if option.negation
+                 for n in ((option.negation,) if isinstance(option.negation, str) else option.negation)}
+    argv: list[str] = []
+    extra: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in PRESET_ONLY:
+            if key == "load-on-startup":
+                extra["load_on_startup"] = _flag(value)
+            continue  # stop-timeout: unloading waits for running requests; no cache to dedup
+        flag = f"--{key[len('LLAMA_ARG_'):].lower().replace('_', '-')}" if key.startswith("LLAMA_ARG_") else key
+        flag = flag if flag.startswith("-") else f"-{flag}" if f"-{flag}" in _SPELLINGS else f"--{flag}"
+        if flag not in _SPELLINGS and flag not in negations:
+            parser.error(f"{path}: [{section}] {key} is not an option of this server")
+        if flag in negations:
+            argv += [flag] if _flag(value) else []
+        else:
+            argv += [flag, value]
+    return {**_values(parser, parser.parse_args(argv), {}), **extra}
 
 
 def _device_list() -> str:
@@ -332,7 +467,7 @@ def _demo_model(parser: argparse.ArgumentParser) -> str:
 
     try:
         return demo.default_model()
-    except demo.NoModelError as exc:
+    except NoModelError as exc:
         parser.exit(2, f"{parser.prog}: error: {exc}\n")
     except (OSError, ValueError) as exc:  # a full disk or a corrupt chunk while assembling it
         parser.exit(1, f"{parser.prog}: error: cannot assemble the demo model: {exc}\n")
@@ -342,7 +477,7 @@ def _settings(parser: argparse.ArgumentParser, values: dict) -> Settings:
     values = dict(values)
     if "model" not in values:
         parser.error("a model is required: --model PATH or MODEL=PATH")
-    if not Path(values["model"]).is_file():
+    if not values.get("router") and not Path(values["model"]).is_file():  # a router's answers its request
         parser.error(f"model file not found: {values['model']}")
     if values.get("mmproj") and not Path(values["mmproj"]).is_file():
         parser.error(f"projector file not found: {values['mmproj']}")

@@ -18,7 +18,7 @@ import contextlib
 import signal
 import socket
 import threading
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from types import FrameType
 
 import uvicorn
@@ -36,7 +36,9 @@ def say(line: str) -> None:
 
 
 class GracefulServer(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config, drain: Drain, engines: Sequence[Engine], stop_timeout: float) -> None:
+    def __init__(self, config: uvicorn.Config, drain: Drain, engines: Callable[[], Sequence[Engine]],
+                 stop_timeout: float) -> None:
+        """``engines``: those of the models loaded when the drain ends (server/model_pool.py)."""
         if config.timeout_graceful_shutdown is None:  # a connection still open after the drain waits no longer
             config.timeout_graceful_shutdown = FINAL_WRITE_SECONDS
         super().__init__(config)
@@ -88,7 +90,7 @@ class GracefulServer(uvicorn.Server):
             await asyncio.sleep(POLL_SECONDS)
         if self.drain.running:
             say(f"ending {self.drain.running} request(s) still running")
-        for engine in self.engines:  # what still runs ends with a final event saying why
+        for engine in self.engines():  # what still runs ends with a final event saying why
             await asyncio.to_thread(engine.stop)
         deadline = loop.time() + FINAL_WRITE_SECONDS
         while self.drain.running and loop.time() < deadline:

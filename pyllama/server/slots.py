@@ -1,5 +1,5 @@
-"""``/slots``: what each slot holds and does, and saving, restoring and erasing a slot's KV
-memory (llama-server's routes).
+"""Slots, for llama-server's ``/slots`` routes (server/llamacpp.py): what each slot holds and
+does, and saving, restoring and erasing a slot's KV memory.
 
 Slot files live in ``--slot-save-path`` and nowhere else: a request names a file, never a path
 (no separators, no leading dot), and the resolved path must stay inside that folder. The file
@@ -9,25 +9,15 @@ steps use.
 
 from __future__ import annotations
 
-import asyncio
 import re
 import time
 from pathlib import Path
-from typing import Any, Literal
-
-from fastapi import APIRouter, Query
-from pydantic import Field
+from typing import Any
 
 from .engine import Engine
 from .errors import RequestError
-from .schemas import Body
-from .services import Services
 
 _FILE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,254}")
-
-
-class SlotFile(Body):
-    filename: str = Field("", description="a file name in --slot-save-path (save, restore)")
 
 
 def slot_file(folder: str | None, name: str) -> Path:
@@ -54,7 +44,7 @@ def _idle_slot(engine: Engine, slot_id: int):
     return slot
 
 
-def _save(engine: Engine, slot_id: int, path: Path) -> dict[str, Any]:
+def save(engine: Engine, slot_id: int, path: Path) -> dict[str, Any]:
     slot = _idle_slot(engine, slot_id)
     started = time.perf_counter()
     engine.context.save_state(path, slot.tokens, seq_id=slot.seq_id)
@@ -62,7 +52,7 @@ def _save(engine: Engine, slot_id: int, path: Path) -> dict[str, Any]:
             "n_written": path.stat().st_size, "timings": {"save_ms": 1e3 * (time.perf_counter() - started)}}
 
 
-def _restore(engine: Engine, slot_id: int, path: Path) -> dict[str, Any]:
+def restore(engine: Engine, slot_id: int, path: Path) -> dict[str, Any]:
     slot = _idle_slot(engine, slot_id)
     if not path.is_file():
         raise RequestError(404, f"no slot file {path.name!r}", "filename")
@@ -79,7 +69,7 @@ def _restore(engine: Engine, slot_id: int, path: Path) -> dict[str, Any]:
             "timings": {"restore_ms": 1e3 * (time.perf_counter() - started)}}
 
 
-def _erase(engine: Engine, slot_id: int) -> dict[str, Any]:
+def erase(engine: Engine, slot_id: int) -> dict[str, Any]:
     slot = _idle_slot(engine, slot_id)
     erased = len(slot.tokens)
     engine.context.kv_remove(slot.seq_id)
@@ -98,28 +88,3 @@ def describe(engine: Engine) -> list[dict[str, Any]]:
                                        "n_decoded": generation.generated if generation else 0,
                                        "n_remain": generation.limit - generation.generated if generation else -1}]})
     return states
-
-
-def router(services: Services) -> APIRouter:
-    api = APIRouter()
-
-    @api.get("/slots", tags=["llama.cpp"])
-    async def slots() -> list[dict[str, Any]]:
-        if not services.default.settings.slots:
-            raise RequestError(501, "the slots endpoint is off (started with --no-slots)", code="not_supported")
-        return describe(services.default.engine)
-
-    @api.post("/slots/{slot_id}", tags=["llama.cpp"])
-    async def slot_action(slot_id: int, action: Literal["save", "restore", "erase"] = Query(...),
-                          body: SlotFile | None = None) -> dict[str, Any]:
-        service = services.default
-        engine = service.engine
-        if action == "erase":
-            work = lambda: _erase(engine, slot_id)  # noqa: E731
-        else:
-            path = slot_file(service.settings.slot_save_path, (body or SlotFile()).filename)
-            act = _save if action == "save" else _restore
-            work = lambda: act(engine, slot_id, path)  # noqa: E731
-        return await asyncio.wrap_future(engine.call(work))
-
-    return api

@@ -18,12 +18,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..context import Context
+from ..errors import ContextFullError
 from ..model import Model
 from ..vocab import Vocab
 from .params import SamplingParams
 from .draft_policy import DraftPolicy, SpeculationStats
 from .hooks import LogitsProcessor, StoppingCriterion, TokenHooks
-from .session import ContextFullError, Session
+from .kv_sequence import KVSequence
 from .speculative import Drafter, verified_tokens
 from .text_stream import TextStream
 
@@ -261,7 +262,7 @@ class Generation:
         return {"draft_n": stats.drafted - drafted, "draft_n_accepted": stats.accepted - accepted}
 
 
-def generate(model: Model, session: Session, request: Request, seed: int, drafter: Drafter | None = None,
+def generate(model: Model, session: KVSequence, request: Request, seed: int, drafter: Drafter | None = None,
              policy: DraftPolicy | None = None) -> Iterator[Event]:
     """Evaluate the prompt through ``session`` (reusing its cached prefix) and generate; the
     last Event carries the finish reason. With a drafter (and no logprobs), guesses are

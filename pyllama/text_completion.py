@@ -1,6 +1,6 @@
 """OpenAI- and llama.cpp-shaped results built from generation events.
 
-``Llama`` and the server both turn :class:`~pyllama.generation.core.Event` s into the
+``Llama`` and the server both turn :class:`~pyllama.generation.generator.Event` s into the
 pieces of a ``text_completion`` (whole or streamed) with these functions, so the shapes are
 written once.
 """
@@ -11,7 +11,7 @@ import dataclasses
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from .generation.core import Event, TokenInfo
+from .generation.generator import Event, TokenInfo
 
 
 @dataclasses.dataclass

@@ -1,5 +1,7 @@
 """One served model: its Model (loaded once), engine, chat template and embedding context, and
-the steps between a validated request and the engine's events.
+the steps between a validated request and the engine's events: prompts tokenized, a chat
+planned, engine jobs made and run, inputs embedded. What a request samples with is
+server/sampling.py's; how the engine's events reach the event loop, server/inbox.py's.
 
 Everything slow (tokenizing, rendering a template, compiling a grammar) runs in a worker
 thread, never on the event loop; the engine runs in its own thread. Every failure a request
@@ -9,54 +11,44 @@ can cause is a :class:`RequestError` naming the field.
 from __future__ import annotations
 
 import asyncio
-import collections
-import dataclasses
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 
-from ..chat import ChatPlan, chat_template, plan_chat, schema_to_gbnf
-from ..chat.completion import response_grammar
-from ..chat.json_schema import SchemaError
+from ..chat import ChatPlan, chat_template, plan_chat
 from ..chat.media import MediaReader, base64_bytes
 from ..context import Context
 from ..embedding import embed
 from ..enums import GGMLType, PoolingType
-from ..errors import LlamaError, MediaError, MediaTooLargeError
+from ..errors import EngineStoppedError, LlamaError, MediaError, MediaTooLargeError, QueueFullError
 from ..generation.cache import RAMCache
-from ..generation.core import Event, Generation, Request, infill_prompt
-from ..generation.params import SamplingParams
+from ..generation.generator import Event, Generation, Request, infill_prompt
 from ..generation.speculative import Drafter, DraftModel, PromptLookupDecoding
 from ..model import Model
 from ..multimodal import MediaPrompt, Projector, default_marker
-from .engine import Engine, EngineStopped, Job, QueueFull
+from .engine import Engine, Job
 from .errors import RequestError
-from .grammar_limits import grammar_problem
+from .inbox import Inbox
 from .lora_adapters import Adapters
 from .media_fetch import fetch_media
 from .ranking import Ranker
-from .schemas import ChatRequest, GenerationFields, JSONPrompt, PromptContent, PromptString
+from .sampling import Sampling, grammar_of, response_format
+from .schemas.common import GenerationFields, JSONPrompt
+from .schemas.openai import ChatRequest, PromptContent
 from .settings import Settings
 
-# request fields that map onto SamplingParams as they are, and those whose name differs
-_SAMPLING = ("temperature", "top_k", "top_p", "min_p", "typical_p", "repeat_penalty", "frequency_penalty",
-             "presence_penalty", "mirostat_tau", "mirostat_eta", "dynatemp_range", "dynatemp_exponent",
-             "top_n_sigma", "xtc_probability", "xtc_threshold", "dry_multiplier", "dry_base", "dry_allowed_length",
-             "dry_penalty_last_n", "min_keep", "seed")
-_RENAMED = {"repeat_last_n": "penalty_last_n", "penalty_last_n": "penalty_last_n", "mirostat": "mirostat_mode",
-            "mirostat_mode": "mirostat_mode"}
 
+class ServedModel:
+    """One model the server serves, loaded and ready for requests (the pool loads and unloads it)."""
 
-class ModelService:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.model = Model(settings.model, **settings.model_options())
         self.adapters = Adapters(self.model, settings.loras, apply=not settings.lora_init_without_apply)
         self.vocab = self.model.vocab
-        self.eog_tokens = [t for t in range(self.vocab.n_tokens) if self.vocab.is_eog(t)]
         self.template = chat_template(self.model, settings.chat_format)
         n_ctx = settings.n_ctx or self.model.n_ctx_train
         threads = {"n_threads": settings.n_threads, "n_threads_batch": settings.n_threads_batch}
@@ -70,6 +62,7 @@ class ModelService:
                              prompt_cache=RAMCache(settings.cache_ram_mib << 20) if settings.cache_ram_mib else None,
                              type_k=_cache_type(settings.cache_type_k), type_v=_cache_type(settings.cache_type_v),
                              swa_full=settings.swa_full, **threads)
+        self.sampling = Sampling(self.vocab, self.engine.n_ctx, settings.temperature, settings.seed)
         self.embedder: Context | None = None
         if settings.embedding:  # a second context on the same weights, not a second copy of them
             self.embedder = Context(self.model, n_ctx=n_ctx, n_batch=n_ctx, n_ubatch=n_ctx, embeddings=True,
@@ -81,7 +74,7 @@ class ModelService:
         self.media: MediaReader | None = None
         if settings.mmproj:
             self.projector = Projector(self.model, settings.mmproj, n_threads=settings.n_threads,
-                                       use_gpu=settings.n_gpu_layers != 0)
+                                       use_gpu=self.model.uses_gpu)
             self.media = MediaReader(self.projector, fetch=fetch_media if settings.allow_remote_media else None,
                                      max_bytes=settings.media_max_bytes)
 
@@ -136,7 +129,7 @@ class ModelService:
             self._check_room(tokens, field)
         return tokens
 
-    def tokenize_json_prompt(self, prompt: JSONPrompt | PromptString, field: str) -> list[int] | MediaPrompt:
+    def tokenize_json_prompt(self, prompt: JSONPrompt, field: str) -> list[int] | MediaPrompt:
         """llama.cpp's prompt object: its text, with its media (base64) where the media marker stands."""
         if not prompt.multimodal_data:
             return self.tokenize_prompt(prompt.prompt_string, field)
@@ -187,8 +180,8 @@ class ModelService:
         try:
             plan = await run_in_threadpool(
                 plan_chat, self.template, self.vocab, messages, tools=tools, tool_choice=choice, functions=functions,
-                function_call=call, response_format=_response_format(body), stop=body.stop,
-                grammar=self._grammar_of(body), reasoning=body.reasoning, media=self.media,
+                function_call=call, response_format=response_format(body), stop=body.stop,
+                grammar=grammar_of(body), reasoning=body.reasoning, media=self.media,
                 add_generation_prompt=body.add_generation_prompt is not False,
                 continue_final_message=body.continue_final_message,
                 template_kwargs={**_THINKING[self.settings.thinking], **(body.chat_template_kwargs or {})})
@@ -202,107 +195,7 @@ class ModelService:
             self._check_room(plan.prompt_tokens, "messages")
         return plan
 
-    # --- constraints and sampling -----------------------------------------------------------
-    @staticmethod
-    def _grammar_of(body: GenerationFields) -> str | None:
-        """``json_schema`` (llama.cpp) or ``grammar``; response_format is planned with the chat."""
-        if body.json_schema is not None:
-            try:
-                return schema_to_gbnf(body.json_schema)
-            except SchemaError as exc:
-                raise RequestError(400, f"'json_schema': {exc}", "json_schema") from exc
-            except RecursionError as exc:  # the converter recurses once per level of the schema
-                raise RequestError(400, "'json_schema' nests too deeply", "json_schema") from exc
-        return body.grammar
-
-    def constraint(self, body: GenerationFields) -> str | None:
-        """The grammar a completion request asks for (grammar, json_schema or response_format)."""
-        if body.response_format is not None and body.response_format.type != "text":
-            try:
-                return response_grammar(_response_format(body))
-            except ValueError as exc:
-                raise RequestError(400, str(exc), "response_format") from exc
-            except RecursionError as exc:
-                raise RequestError(400, "'response_format' has a schema that nests too deeply",
-                                   "response_format") from exc
-        return self._grammar_of(body)
-
-    @staticmethod
-    def check_grammar(grammar: str | None) -> None:
-        """Refuse, before llama.cpp parses it, a grammar that would overflow its parser's stack
-        (it is compiled, and refused if invalid, with the request's jobs)."""
-        problem = grammar_problem(grammar) if grammar else None
-        if problem is not None:
-            raise RequestError(400, problem, "grammar")
-
-    def sampling(self, body: GenerationFields, grammar: str | None, triggers: Sequence[str] = ()) -> SamplingParams:
-        defaults = {"temperature": self.settings.temperature, "seed": self.settings.seed}  # the server's --temp, -s
-        fields: dict[str, Any] = {name: value for name, value in defaults.items() if value is not None}
-        fields.update({name: getattr(body, name) for name in _SAMPLING if getattr(body, name) is not None})
-        for name, target in _RENAMED.items():
-            if getattr(body, name) is not None:
-                fields[target] = getattr(body, name)
-        for window in ("penalty_last_n", "dry_penalty_last_n"):
-            # llama.cpp allocates a ring buffer of the window's size when the engine admits the job:
-            # 2**31-1 froze every stream for a minute. A window wider than the context is the context.
-            if fields.get(window, -1) > self.engine.n_ctx:
-                fields[window] = self.engine.n_ctx
-        if body.dry_sequence_breakers is not None:
-            fields["dry_sequence_breakers"] = tuple(body.dry_sequence_breakers)
-        bias = self._logit_bias(body)
-        if body.ignore_eos:  # as llama.cpp: the end-of-generation tokens can never be sampled
-            bias.update(dict.fromkeys(self.eog_tokens, float("-inf")))
-        fields["logit_bias"] = bias or None
-        try:
-            return SamplingParams(grammar=grammar, grammar_triggers=tuple(triggers), **fields)
-        except ValueError as exc:
-            raise RequestError(400, str(exc), str(exc).split(" ", 1)[0]) from exc
-
-    def _logit_bias(self, body: GenerationFields) -> dict[int, float]:
-        """OpenAI's {"id": bias}, or llama.cpp's [[id or text, bias]] and text keys; false bans."""
-        raw = body.logit_bias
-        if not raw:
-            return {}
-        pairs = list(raw.items()) if isinstance(raw, dict) else [tuple(pair) for pair in raw]
-        bias: dict[int, float] = {}
-        for key, value in pairs:
-            if value is True or isinstance(value, str):
-                raise RequestError(400, f"'logit_bias': the bias for {key!r} must be a number or false", "logit_bias")
-            amount = float("-inf") if value is False else float(value)
-            if isinstance(key, str) and key.lstrip("-").isdigit():
-                key = int(key)
-            if isinstance(key, bool) or isinstance(key, float):
-                raise RequestError(400, f"'logit_bias': {key!r} is not a token id or text", "logit_bias")
-            ids = [key] if isinstance(key, int) else self.vocab.tokenize(key, add_special=False, parse_special=False)
-            for token in ids:
-                if not 0 <= token < self.vocab.n_tokens:
-                    raise RequestError(400, f"'logit_bias': token ids must be in 0..{self.vocab.n_tokens - 1}, "
-                                            f"got {token}", "logit_bias")
-                bias[token] = amount
-        return bias
-
-    def default_params(self) -> dict[str, Any]:
-        """What a request that sets nothing generates with (llama-server's /props)."""
-        defaults = SamplingParams()
-        shown = {f.name: getattr(defaults, f.name) for f in dataclasses.fields(defaults)
-                 if f.name not in ("logit_bias", "grammar", "grammar_triggers")}
-        shown["dry_sequence_breakers"] = list(defaults.dry_sequence_breakers)
-        shown.update(temperature=self.settings.temperature if self.settings.temperature is not None
-                     else defaults.temperature, seed=self.settings.seed if self.settings.seed is not None else -1,
-                     n_predict=self.settings.n_predict if self.settings.n_predict is not None else -1)
-        return shown
-
-    def generation_settings(self, request: Request, limit: int) -> dict[str, Any]:
-        """The settings a job ran with, as llama-server reports them (``generation_settings``)."""
-        params = request.params
-        shown: dict[str, Any] = {f.name: getattr(params, f.name) for f in dataclasses.fields(params)
-                                 if f.name not in ("logit_bias", "grammar_triggers", "dry_sequence_breakers")}
-        shown.update(n_predict=limit, n_ctx=self.engine.n_ctx, stop=list(request.stops), n_probs=request.logprobs or 0,
-                     dry_sequence_breakers=list(params.dry_sequence_breakers), grammar=params.grammar or "",
-                     logit_bias=[{"token": t, "bias": b if b != float("-inf") else None}  # JSON has no -inf
-                                 for t, b in (params.logit_bias or {}).items()])
-        return shown
-
+    # --- llama-server's __verbose -------------------------------------------------------------
     def wants_verbose(self, body: GenerationFields) -> bool:
         return self.settings.verbose if body.verbose is None else body.verbose
 
@@ -320,8 +213,8 @@ class ModelService:
         that sends a fixed max_tokens keeps working while its history grows, and the result
         says ``truncated``."""
         room = self.engine.n_ctx - prompt_tokens
-        wanted = next((getattr(body, f) for f in ("n_predict", "max_tokens", "max_completion_tokens")
-                       if getattr(body, f) is not None), self.settings.n_predict)
+        wanted = next((limit for limit in (body.n_predict, body.max_tokens, body.max_completion_tokens)
+                       if limit is not None), self.settings.n_predict)
         if wanted is None or wanted == -1:
             return self.engine.n_ctx if self.engine.context_shift else room
         return wanted if self.engine.context_shift else min(wanted, room)
@@ -361,18 +254,18 @@ class ModelService:
         cache or a shutdown ends a reply midway, and what it wrote is not lost). Leaving early
         cancels them all. Not ``live`` (a reply sent whole), the events are handed over when a
         job ends instead of token by token."""
-        inbox = _Inbox(asyncio.get_running_loop(), live)
+        inbox = Inbox(asyncio.get_running_loop(), live)
         for index, job in enumerate(jobs):
             job.emit = inbox.emitter(index)
         try:
             for job in jobs:
                 self.engine.submit(job)
-        except (QueueFull, EngineStopped, ValueError) as exc:
+        except (QueueFullError, EngineStoppedError, ValueError) as exc:
             self.engine.cancel(jobs)  # those already queued go with the rest
-            if isinstance(exc, QueueFull):
+            if isinstance(exc, QueueFullError):
                 raise RequestError(503, f"the server is busy ({exc}); retry shortly",
                                    headers={"Retry-After": "1"}) from exc
-            raise RequestError(503 if isinstance(exc, EngineStopped) else 400, str(exc)) from exc
+            raise RequestError(503 if isinstance(exc, EngineStoppedError) else 400, str(exc)) from exc
         open_jobs = len(jobs)
         texts: list[list[str]] = [[] for _ in jobs]
         try:
@@ -392,13 +285,15 @@ class ModelService:
             self.engine.cancel(jobs)  # a client that went away frees its slots and queue places
 
     # --- embeddings ---------------------------------------------------------------------------
-    def embed(self, inputs: list[Any], norm: float = 2) -> tuple[list, int]:
-        """Embeddings of the inputs (text, ids mixed with text, llama.cpp's input objects)."""
+    def embed(self, raw: Any, norm: float = 2) -> tuple[list, int]:
+        """Embeddings of an embedding request's ``input``: one prompt (text, ids mixed with text,
+        llama.cpp's input object) or a list of them."""
         if self.embedder is None:
             raise RequestError(400, "this server was started without --embedding", code="embeddings_disabled")
+        inputs = _embedding_inputs(raw)
         prompts = []
         for i, item in enumerate(inputs):
-            if isinstance(item, PromptString):
+            if isinstance(item, JSONPrompt):
                 if item.multimodal_data:
                     raise RequestError(400, f"input[{i}].multimodal_data: embeddings take text only", "input")
                 item = item.prompt_string
@@ -417,34 +312,12 @@ class ModelService:
             return vectors, count
 
 
-class _Inbox:
-    """Events from the engine thread to one request's coroutine. The event loop is woken once
-    for whatever has arrived since it last looked, not once per token: on a small machine each
-    wakeup takes CPU from the decoding threads. Not ``live``, only a job's last event wakes it."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, live: bool) -> None:
-        self._loop, self._live = loop, live
-        self._events: collections.deque[tuple[int, Event]] = collections.deque()
-        self._ready = asyncio.Event()
-        self._woken = False
-
-    def emitter(self, index: int) -> Callable[[Event], None]:
-        def emit(event: Event) -> None:  # on the engine thread
-            self._events.append((index, event))
-            if not self._woken and (self._live or event.finish_reason is not None):
-                self._woken = True
-                self._loop.call_soon_threadsafe(self._ready.set)
-        return emit
-
-    async def take(self) -> list[tuple[int, Event]]:
-        """What has arrived (possibly nothing, after a wakeup whose events an earlier take got)."""
-        await self._ready.wait()
-        self._ready.clear()
-        self._woken = False  # before draining: an event appended after this wakes the loop again
-        taken = []
-        while self._events:
-            taken.append(self._events.popleft())
-        return taken
+def _embedding_inputs(raw: Any) -> list[Any]:
+    if not isinstance(raw, list):
+        return [raw]
+    if any(isinstance(part, int) for part in raw) and all(isinstance(part, (int, str)) for part in raw):
+        return [raw]  # one prompt of token ids, perhaps with text pieces
+    return list(raw)
 
 
 # --reasoning: llama.cpp lets a template think unless told not to
@@ -454,10 +327,3 @@ _THINKING = {"on": {"enable_thinking": True}, "off": {"enable_thinking": False},
 def _cache_type(name: str | None) -> GGMLType | None:
     """``-ctk q8_0`` -> GGMLType.Q8_0 (settings checked the name)."""
     return None if name is None else GGMLType[name.upper()]
-
-
-def _response_format(body: GenerationFields) -> dict[str, Any] | None:
-    if body.response_format is None:
-        return None
-    return body.response_format.model_dump(exclude_none=True, by_alias=True)
-

@@ -6,9 +6,7 @@ import importlib.util
 import sys
 from collections.abc import Sequence
 
-
-class MissingExtraError(ImportError):
-    """A command's optional dependencies are not installed."""
+from .errors import MissingExtraError
 
 
 def _installed(module: str) -> bool:

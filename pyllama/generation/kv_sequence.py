@@ -1,4 +1,4 @@
-"""Session: one token sequence kept in a Context's KV memory across calls.
+"""KVSequence: one token sequence kept in a Context's KV memory across calls.
 
 A new prompt that shares a prefix with what the memory holds evaluates only the new part.
 When generation reaches the end of the context, the session either stops (the caller sees
@@ -14,17 +14,13 @@ import numpy as np
 
 from ..batch import Batch
 from ..context import Context
-from ..errors import ContextOverflowError
+from ..errors import ContextFullError, ContextOverflowError
 from ..multimodal.prompt import MediaChunk, evaluate, reusable_prefix
 
 SEQ = 0
 
 
-class ContextFullError(ContextOverflowError):
-    """Generation reached the end of the context and shifting is off."""
-
-
-class Session:
+class KVSequence:
     def __init__(self, context: Context, keep: int | None = None) -> None:
         self.context = context
         self.keep = keep

@@ -2,9 +2,10 @@
 (pyllama.chat), one engine job per choice, and the text split back into content, reasoning
 and tool calls, as OpenAI ``chat.completion`` (chunks).
 
-``/v1/chat/completions`` is a thin route over :func:`complete_chat` / :func:`stream_chat`;
-the other chat-shaped APIs (OpenAI Responses, Anthropic Messages) translate their requests
-into a ChatRequest and these results into their own shapes.
+Not a route: OpenAI's ``/v1/chat/completions`` (server/openai.py) is a thin route over
+:func:`complete_chat` / :func:`stream_chat`; the other chat-shaped APIs (server/responses.py,
+server/anthropic.py) translate their requests into a ChatRequest (:func:`translated`) and these
+results into their own shapes (:class:`ChunkEvents`).
 """
 
 from __future__ import annotations
@@ -12,20 +13,18 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import APIRouter
-from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from ..chat import ChatChunker, ChatPlan, chat_header, chat_response
-from ..generation.core import Event, Request, TokenInfo
-from ..results import logprobs_dict
-from .errors import RequestError, validation_message
-from .schemas import ChatRequest
+from ..generation.generator import Event, Request, TokenInfo
+from ..text_completion import logprobs_dict
 from .engine import Job
-from .service import ModelService
-from .services import Services
-from .sse import prepend, sse, started
+from .errors import RequestError, validation_message
+from .sampling import check_grammar
+from .schemas.openai import ChatRequest
+from .served_model import ServedModel
+from .sse import prepend
 
 
 def _part(event: Event, logprobs: bool, offset: int = 0) -> dict[str, Any]:
@@ -35,7 +34,7 @@ def _part(event: Event, logprobs: bool, offset: int = 0) -> dict[str, Any]:
             "usage": event.usage}
 
 
-async def _start(service: ModelService, body: ChatRequest,
+async def _start(service: ServedModel, body: ChatRequest,
                  live: bool) -> tuple[ChatPlan, Request, AsyncIterator[tuple[int, Event]]]:
     """Plan the chat, build its generation request (off the event loop), submit one job per choice
     (``live``: its events as they come, for a stream)."""
@@ -43,8 +42,8 @@ async def _start(service: ModelService, body: ChatRequest,
     top = (body.top_logprobs or 0) if body.logprobs else None
 
     def build() -> tuple[Request, list[Job]]:
-        service.check_grammar(plan.grammar)
-        params = service.sampling(body, plan.grammar, plan.grammar_triggers)
+        check_grammar(plan.grammar)
+        params = service.sampling.params(body, plan.grammar, plan.grammar_triggers)
         request = Request(plan.prompt_tokens, params, None, plan.stops, top, media=plan.media)
         return request, service.jobs([request], body)
 
@@ -65,7 +64,7 @@ def _usage(prompt: int, generated: int) -> dict[str, int]:
     return {"prompt_tokens": prompt, "completion_tokens": generated, "total_tokens": prompt + generated}
 
 
-async def complete_chat(service: ModelService, body: ChatRequest, details: bool = False) -> dict[str, Any]:
+async def complete_chat(service: ServedModel, body: ChatRequest, details: bool = False) -> dict[str, Any]:
     """The whole ``chat.completion`` (with llama-server's ``timings``). ``details`` (for the
     other chat-shaped APIs): each choice also says which stop string ended it (``stop_word``)."""
     plan, request, events = await _start(service, body, live=False)
@@ -96,7 +95,7 @@ async def complete_chat(service: ModelService, body: ChatRequest, details: bool 
     return result
 
 
-async def stream_chat(service: ModelService, body: ChatRequest, details: bool = False) -> AsyncIterator[dict[str, Any]]:
+async def stream_chat(service: ServedModel, body: ChatRequest, details: bool = False) -> AsyncIterator[dict[str, Any]]:
     """``chat.completion.chunk`` s: the role first, then deltas; the last chunk of a choice
     carries ``timings``; with ``stream_options.include_usage``, a final chunk with the usage.
     Nothing is yielded before the jobs are queued, so a full queue is still an HTTP error.
@@ -113,7 +112,8 @@ async def stream_chat(service: ModelService, body: ChatRequest, details: bool = 
         yield {**chunker.start(), "prompt_tokens": len(request.prompt_tokens)} if details else chunker.start()
     async for index, event in prepend(first, events):
         if event.progress is not None:
-            yield {**header, "object": "chat.completion.chunk", "prompt_progress": event.progress}
+            yield {**header, "object": "chat.completion.chunk", "prompt_progress": event.progress,
+                   "timings": event.timings}
             continue
         out = chunkers[index].feed(_part(event, body.logprobs, offsets[index]))
         offsets[index] += sum(len(t.text) for t in event.tokens)
@@ -181,28 +181,3 @@ class ChunkEvents:
 
     def end(self, usage: dict[str, int]) -> list[dict[str, Any]]:
         raise NotImplementedError
-
-
-def router(services: Services) -> APIRouter:
-    api = APIRouter()
-
-    @api.post("/v1/chat/completions", summary="OpenAI chat completion", tags=["OpenAI"])
-    @api.post("/chat/completions", include_in_schema=False)
-    async def chat_completions(body: ChatRequest) -> Response:
-        service = services.pick(body.model)
-        if body.stream:
-            return sse(*await started(stream_chat(service, body)))
-        return JSONResponse(await complete_chat(service, body))
-
-    @api.post("/v1/chat/completions/input_tokens", summary="tokens a chat request's prompt takes", tags=["llama.cpp"])
-    @api.post("/chat/completions/input_tokens", include_in_schema=False)
-    async def input_tokens(body: ChatRequest) -> dict[str, int]:
-        plan = await services.pick(body.model).plan_chat(body, check_room=False)
-        return {"input_tokens": len(plan.prompt_tokens)}
-
-    @api.post("/apply-template", summary="the prompt a chat request renders to", tags=["llama.cpp"])
-    async def apply_template(body: ChatRequest) -> dict[str, str]:
-        plan = await services.pick(body.model).plan_chat(body, check_room=False)  # rendering only
-        return {"prompt": plan.prompt}
-
-    return api

@@ -16,17 +16,20 @@ import logging
 import re
 import uuid
 from collections.abc import AsyncIterator
-from typing import Annotated, Any, Literal, Union
+from typing import Any
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
-from .chat import ChunkEvents, complete_chat, stream_chat, translated
+from .chat_generation import ChunkEvents, complete_chat, stream_chat, translated
 from .errors import RequestError, anthropic_error_body
-from .schemas import MAX_STOPS, Body, ChatRequest, Count, Fraction, GenerationFields, Int32, StopString
-from .service import ModelService
-from .services import Services
+from .schemas.anthropic import (CountTokensRequest, CustomTool, DocumentBlock, ImageBlock, MessagesRequest,
+                                PlainTextSource, ServerTool, TextBlock, ThinkingBlock, ToolChoice, ToolResultBlock,
+                                ToolUseBlock, URLSource)
+from .schemas.common import GenerationFields
+from .schemas.openai import ChatRequest
+from .served_model import ServedModel
+from .model_pool import ModelPool
 from .sse import sse, started
 
 logger = logging.getLogger("pyllama.server")
@@ -35,150 +38,6 @@ logger = logging.getLogger("pyllama.server")
 _OWN = {"model", "stream", "stream_options", "max_tokens", "max_completion_tokens", "n_predict", "n", "stop",
         "temperature", "top_p", "top_k", "response_format", "user"}
 _EXTRAS = frozenset(GenerationFields.model_fields) - _OWN
-
-
-# --- the request -------------------------------------------------------------------------------
-class TextBlock(Body):
-    type: Literal["text"]
-    text: str
-
-
-class Base64Source(Body):
-    type: Literal["base64"]
-    media_type: str
-    data: str
-
-
-class URLSource(Body):
-    type: Literal["url"]
-    url: str
-
-
-class PlainTextSource(Body):
-    type: Literal["text"]
-    data: str
-    media_type: str = "text/plain"
-
-
-class ImageBlock(Body):
-    type: Literal["image"]
-    source: Annotated[Union[Base64Source, URLSource], Field(discriminator="type")]
-
-
-class DocumentBlock(Body):
-    type: Literal["document"]
-    source: Annotated[Union[PlainTextSource, Base64Source, URLSource], Field(discriminator="type")]
-    title: str | None = None
-
-
-class ToolUseBlock(Body):
-    type: Literal["tool_use"]
-    id: str
-    name: str
-    input: dict[str, Any]
-
-
-class ToolResultBlock(Body):
-    type: Literal["tool_result"]
-    tool_use_id: str
-    content: Union[str, list[Annotated[Union[TextBlock, ImageBlock], Field(discriminator="type")]], None] = None
-    is_error: bool = False
-
-
-class ThinkingBlock(Body):
-    type: Literal["thinking"]
-    thinking: str
-    signature: str | None = None
-
-
-class RedactedThinkingBlock(Body):
-    type: Literal["redacted_thinking"]
-    data: str
-
-
-Block = Annotated[Union[TextBlock, ImageBlock, DocumentBlock, ToolUseBlock, ToolResultBlock, ThinkingBlock,
-                        RedactedThinkingBlock], Field(discriminator="type")]
-
-
-class Message(Body):
-    role: Literal["user", "assistant"]
-    content: Union[str, list[Block]]
-
-
-class CustomTool(Body):
-    type: Literal["custom"] | None = None
-    name: str = Field(..., min_length=1, max_length=256)
-    description: str | None = None
-    input_schema: dict[str, Any]
-
-
-class ServerTool(BaseModel):
-    """bash_20250124, web_search_20250305, ...: tools Anthropic's servers run; none run here."""
-
-    model_config = ConfigDict(extra="allow")
-    type: str
-
-
-def _kind(value: Any) -> Any:
-    return value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
-
-
-ToolSpec = Annotated[Union[Annotated[CustomTool, Tag("custom")], Annotated[ServerTool, Tag("server")]],
-                     Discriminator(lambda v: "custom" if _kind(v) in (None, "custom") else "server")]
-
-
-class ToolChoice(Body):
-    type: Literal["auto", "any", "tool", "none"]
-    name: str | None = None
-    disable_parallel_tool_use: bool | None = None
-
-
-class Thinking(Body):
-    type: Literal["enabled", "disabled", "adaptive", "between_tools"]
-    budget_tokens: Count | None = None
-
-
-class OutputFormat(Body):
-    type: Literal["json_schema"]
-    schema_: dict[str, Any] = Field(..., alias="schema")
-
-
-class OutputConfig(Body):
-    format: OutputFormat | None = None
-    effort: str | None = None
-
-
-class Metadata(Body):
-    user_id: str | None = None
-
-
-class CountTokensRequest(Body):
-    """``/v1/messages/count_tokens``: what shapes the prompt."""
-
-    model_config = ConfigDict(extra="allow")
-
-    model: str | None = None
-    messages: Annotated[list[Message], Field(min_length=1)]
-    system: Union[str, list[TextBlock], None] = None
-    tools: list[ToolSpec] | None = None
-    tool_choice: ToolChoice | None = None
-    thinking: Thinking | None = None
-    output_config: OutputConfig | None = None
-
-
-class MessagesRequest(CountTokensRequest):
-    """``/v1/messages``; unknown fields are ignored, llama.cpp's sampling fields are used."""
-
-    model_config = ConfigDict(json_schema_extra={"examples": [
-        {"max_tokens": 64, "system": "Be brief.", "messages": [{"role": "user", "content": "Name the planets."}]}]})
-
-    max_tokens: Int32 = Field(..., ge=1)
-    stop_sequences: Annotated[list[StopString], Field(max_length=MAX_STOPS)] | None = None
-    stream: bool = False
-    temperature: float | None = Field(None, ge=0.0, le=1.0)
-    top_p: Fraction | None = None
-    top_k: Count | None = None
-    metadata: Metadata | None = None
 
 
 # --- request -> ChatRequest ------------------------------------------------------------------------
@@ -324,7 +183,7 @@ def _usage(prompt: int, generated: int, cached: int) -> dict[str, int]:
             "output_tokens": generated}
 
 
-async def create_message(service: ModelService, body: MessagesRequest, chat: ChatRequest) -> dict[str, Any]:
+async def create_message(service: ServedModel, body: MessagesRequest, chat: ChatRequest) -> dict[str, Any]:
     result = await complete_chat(service, chat, details=True)
     choice = result["choices"][0]
     message = choice["message"]
@@ -348,7 +207,7 @@ class _Events(ChunkEvents):
 
     REASONING = "thinking"
 
-    def __init__(self, service: ModelService, body: MessagesRequest) -> None:
+    def __init__(self, service: ServedModel, body: MessagesRequest) -> None:
         super().__init__()
         self.service, self.body = service, body
         self.blocks, self.open = 0, None  # blocks started so far; the kind of the one open
@@ -395,7 +254,7 @@ class _Events(ChunkEvents):
             {"type": "message_stop"}]
 
 
-async def stream_message(service: ModelService, body: MessagesRequest, chat: ChatRequest) -> AsyncIterator[dict]:
+async def stream_message(service: ServedModel, body: MessagesRequest, chat: ChatRequest) -> AsyncIterator[dict]:
     events = _Events(service, body)
     chunks = stream_chat(service, chat, details=True)
     sent = False
@@ -412,12 +271,12 @@ async def stream_message(service: ModelService, body: MessagesRequest, chat: Cha
         await chunks.aclose()
 
 
-def router(services: Services) -> APIRouter:
+def router(pool: ModelPool) -> APIRouter:
     api = APIRouter()
 
     @api.post("/v1/messages", summary="Anthropic Messages", tags=["Anthropic"])
     async def messages(body: MessagesRequest) -> Response:
-        service = services.pick(body.model)
+        service = await pool.pick(body.model)
         chat = chat_request(body)
         if body.stream:
             return sse(*await started(stream_message(service, body, chat)), done_marker=False, named=True)
@@ -425,7 +284,7 @@ def router(services: Services) -> APIRouter:
 
     @api.post("/v1/messages/count_tokens", summary="the input tokens an Anthropic request takes", tags=["Anthropic"])
     async def count_tokens(body: CountTokensRequest) -> dict[str, int]:
-        plan = await services.pick(body.model).plan_chat(chat_request(body), check_room=False)
+        plan = await (await pool.pick(body.model)).plan_chat(chat_request(body), check_room=False)
         return {"input_tokens": len(plan.prompt_tokens)}
 
     return api
