@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
+from .chat import plan_chat
 from .errors import ContextOverflowError
 
 if TYPE_CHECKING:
@@ -33,8 +34,8 @@ class ChatSession:
         self.dropped = 0  # turns removed to make room, over the session's life
 
     def _prompt_tokens(self, messages: list[dict[str, str]]) -> int:
-        prompt = self.llm.chat_template.render(messages, add_generation_prompt=True)
-        return len(self.llm.tokenize(prompt, add_bos=True, special=True))
+        # the prompt exactly as a turn would send it (one BOS, whatever the template writes)
+        return len(plan_chat(self.llm.chat_template, self.llm.model.vocab, messages).prompt_tokens)
 
     def _fitted(self, messages: list[dict[str, str]]) -> list[dict[str, str]]:
         budget = self.llm.n_ctx() - self.max_tokens

@@ -110,3 +110,21 @@ def test_a_turn_marker_that_is_a_control_token_ends_the_reply(gemma_vocab_model)
         out = llm.create_chat_completion([{"role": "user", "content": "hi"}], max_tokens=20, temperature=0,
                                          logit_bias={start_of_turn[0]: 100.0})
     assert out["choices"][0]["finish_reason"] == "stop" and out["usage"]["completion_tokens"] == 0
+
+
+def test_a_template_that_writes_bos_gives_one_bos_and_no_tokenizer_warning(gemma_vocab_model, caplog):
+    """The gemma format starts with ``{{ bos_token }}`` and tokenizing adds BOS too: the rendered
+    BOS is dropped before tokenizing (as llama.cpp does), so llama.cpp never warns of 2 BOS."""
+    from pyllama import ChatSession
+    from pyllama.chat import plan_chat
+
+    messages = [{"role": "user", "content": "hi"}]
+    with Llama(str(gemma_vocab_model), n_ctx=256) as llm, caplog.at_level("WARNING", logger="pyllama"):
+        vocab = llm.model.vocab
+        assert vocab.add_bos and llm.chat_template.render(messages).startswith(llm.chat_template.bos_token)
+        plan = plan_chat(llm.chat_template, vocab, messages)
+        assert plan.prompt_tokens[0] == vocab.bos and plan.prompt_tokens[1] != vocab.bos
+        assert not plan.prompt.startswith(llm.chat_template.bos_token)
+        llm.create_chat_completion(messages, max_tokens=2)
+        ChatSession(llm, max_tokens=2).send("hi")
+    assert not [r for r in caplog.records if "BOS" in r.getMessage()]

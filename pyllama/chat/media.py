@@ -128,15 +128,12 @@ class MediaParts:
         self.parts.append((part, where))
         return self.marker
 
-    def tokenize(self, prompt: str, reader: MediaReader, bos_text: str = "") -> MediaPrompt:
-        """The rendered ``prompt`` with each marker replaced by its media's tokens. ``bos_text``:
-        the BOS the template wrote itself, dropped because the tokenizer adds one (as llama.cpp)."""
+    def tokenize(self, prompt: str, reader: MediaReader) -> MediaPrompt:
+        """The rendered ``prompt`` with each marker replaced by its media's tokens."""
         pieces = prompt.split(self.marker)
         if len(pieces) != len(self.parts) + 1:
             raise ValueError(f"the chat template placed {len(pieces) - 1} of the request's {len(self.parts)} "
                              "images/audio clips; it must keep each content part once")
-        if bos_text and pieces[0].startswith(bos_text):
-            pieces[0] = pieces[0][len(bos_text):]
         media = [reader.read(part, where) for part, where in self.parts]
         try:
             parts: list[str | Media] = [pieces[0]]

@@ -135,9 +135,11 @@ def plan_chat(template: ChatTemplate, vocab: Vocab, messages: Sequence[Mapping[s
             triggers = (tooling.GENERIC_TRIGGER,) if choice == "auto" else ()
     prompt = _rendered(template, messages, offered, add_generation_prompt, continue_final_message,
                        {**_context(template, offered), **(template_kwargs or {})})
+    if vocab.add_bos and template.bos_token and prompt.startswith(template.bos_token):
+        prompt = prompt[len(template.bos_token):]  # tokenizing adds BOS; llama.cpp drops the template's too
     chunks: Mapping[int, MediaChunk] = {}
     if collected is not None and collected.parts:
-        tokenized = collected.tokenize(prompt, media, template.bos_token if vocab.add_bos else "")
+        tokenized = collected.tokenize(prompt, media)
         prompt_tokens, chunks = tokenized.tokens, tokenized.media
         prompt = prompt.replace(collected.marker, default_marker())
     else:
