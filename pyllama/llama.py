@@ -10,6 +10,7 @@ open is ended by the next call from its own thread (pyllama.turns).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import sys
@@ -22,9 +23,7 @@ from .chat import ChatTemplate, chat_chunks, chat_header, chat_response, chat_te
 from .chat.media import MediaReader
 from .context import Context
 from .embedding import embed
-from .enums import FlashAttnType, GGMLType, PoolingType, RopeScalingType, SplitMode
-from .compat.accessors import LlamaCppAccessors
-from .compat.arguments import COMPLETION_ARGUMENTS, LLAMA_ARGUMENTS, LLAMA_REFUSED, check_ignored, projector_of
+from .enums import AttentionType, FlashAttnType, GGMLType, PoolingType, RopeScalingType, SplitMode
 from .errors import ContextOverflowError
 from .generation.cache import LlamaState
 from .generation.generator import Event, Request, generate, infill_prompt, prompt_infos
@@ -33,6 +32,9 @@ from .generation.hooks import LogitsProcessor, StoppingCriterion
 from .generation.params import SamplingParams
 from .generation.kv_sequence import KVSequence, common_prefix
 from .generation.speculative import DraftModel, Drafter
+from .llama_cpp_arguments import (COMPLETION_ARGUMENTS, LLAMA_ARGUMENTS, LLAMA_REFUSED, check_ignored, projector_of,
+                                  rpc_server_list)
+from .llama_tokenizer import LlamaTokenizer
 from .lora import LoraAdapter
 from .model import KvValue, Model
 from .multimodal import MediaPrompt, Projector
@@ -45,93 +47,85 @@ from .turns import Turns
 Prompt = Union[str, Sequence[int], MediaPrompt]  # a MediaPrompt: text with images/audio (Llama.projector)
 
 
+@dataclasses.dataclass(frozen=True)
+class ContextParams:
+    """The settings the context was made with, as llama-cpp-python's ``llm.context_params`` has them."""
 
-class Llama(LlamaCppAccessors):
+    n_ctx: int
+    n_batch: int
+    n_ubatch: int
+    n_seq_max: int
+    n_threads: int
+    n_threads_batch: int
+    embeddings: bool
+
+
+class Llama:
+    """llama-cpp-python's ``Llama``, keywords and accessors included: ``llama_cpp.Llama`` is this
+    class (pyllama.compat), so frameworks written for it run on pyllama unchanged."""
+
     def __init__(
         self,
         model_path: str | os.PathLike[str],
         *,
-        n_gpu_layers: int = 0,
-        split_mode: SplitMode | int = SplitMode.LAYER,
-        main_gpu: int = 0,
-        tensor_split: Sequence[float] | None = None,
-        rpc_servers: str | Sequence[str] | None = None,
-        devices: Sequence[str] | None = None,
-        tensor_overrides: TensorOverrides | None = None,
-        cpu_moe: bool = False,
-        n_cpu_moe: int = 0,
-        vocab_only: bool = False,
-        use_mmap: bool = True,
-        use_mlock: bool = False,
-        kv_overrides: Mapping[str, KvValue] | None = None,
-        seed: int = DEFAULT_SEED,
-        n_ctx: int = 512,
-        n_batch: int = 512,
-        n_ubatch: int = 512,
-        n_threads: int | None = None,
-        n_threads_batch: int | None = None,
-        rope_scaling_type: RopeScalingType | int | None = None,
-        pooling_type: PoolingType | int | None = None,
-        rope_freq_base: float = 0.0,
-        rope_freq_scale: float = 0.0,
-        yarn_ext_factor: float = -1.0,
-        yarn_attn_factor: float = -1.0,
-        yarn_beta_fast: float = -1.0,
-        yarn_beta_slow: float = -1.0,
-        yarn_orig_ctx: int = 0,
-        embedding: bool = False,
-        offload_kqv: bool = True,
-        flash_attn: bool | FlashAttnType | None = None,
-        type_k: GGMLType | int | None = None,
-        type_v: GGMLType | int | None = None,
-        swa_full: bool | None = None,
-        lora_path: str | None = None,
-        lora_scale: float = 1.0,
-        context_shift_keep: int | None = None,
-        chat_format: str | None = None,
-        chat_handler: Any = None,
-        draft_model: Any = None,
-        mmproj: str | os.PathLike[str] | None = None,
+        # the model: where its layers run and how its file is read
+        n_gpu_layers: int = 0, split_mode: SplitMode | int = SplitMode.LAYER, main_gpu: int = 0,
+        tensor_split: Sequence[float] | None = None, rpc_servers: str | Sequence[str] | None = None,
+        devices: Sequence[str] | None = None, tensor_overrides: TensorOverrides | None = None,
+        cpu_moe: bool = False, n_cpu_moe: int = 0, vocab_only: bool = False, use_mmap: bool = True,
+        use_mlock: bool = False, kv_overrides: Mapping[str, KvValue] | None = None,
+        # the context: its KV memory, batches, threads, attention and RoPE
+        seed: int = DEFAULT_SEED, n_ctx: int = 512, n_batch: int = 512, n_ubatch: int = 512,
+        n_threads: int | None = None, n_threads_batch: int | None = None,
+        rope_scaling_type: RopeScalingType | int | None = None, pooling_type: PoolingType | int | None = None,
+        attention_type: AttentionType | int | None = None,
+        rope_freq_base: float = 0.0, rope_freq_scale: float = 0.0, yarn_ext_factor: float = -1.0,
+        yarn_attn_factor: float = -1.0, yarn_beta_fast: float = -1.0, yarn_beta_slow: float = -1.0,
+        yarn_orig_ctx: int = 0, embedding: bool = False, offload_kqv: bool = True,
+        flash_attn: bool | FlashAttnType | None = None, type_k: GGMLType | int | None = None,
+        type_v: GGMLType | int | None = None, swa_full: bool | None = None, context_shift_keep: int | None = None,
+        # what rides along: LoRA, chat rendering, a drafter, a projector for images and audio
+        lora_path: str | None = None, lora_scale: float = 1.0, chat_format: str | None = None,
+        chat_handler: Any = None, draft_model: Any = None, mmproj: str | os.PathLike[str] | None = None,
         verbose: bool = False,
-        **ignored: Any,
+        **ignored: Any,  # llama-cpp-python's keywords without effect here (pyllama.llama_cpp_arguments)
     ) -> None:
         check_ignored("Llama", ignored, LLAMA_ARGUMENTS, LLAMA_REFUSED)
         mmproj = mmproj or projector_of(chat_handler)  # llama-cpp-python's vision handlers carry the projector
-        if isinstance(rpc_servers, str):
-            rpc_servers = [s.strip() for s in rpc_servers.split(",") if s.strip()]
         self.model_path = os.fspath(model_path)
         self.verbose = verbose
         self.seed = seed
         self.chat_format = chat_format
         self.chat_handler = chat_handler
         self.model = Model(model_path, n_gpu_layers=n_gpu_layers, split_mode=split_mode, main_gpu=main_gpu,
-                           tensor_split=tensor_split, rpc_servers=rpc_servers, devices=devices,
+                           tensor_split=tensor_split, rpc_servers=rpc_server_list(rpc_servers), devices=devices,
                            tensor_overrides=tensor_overrides, cpu_moe=cpu_moe, n_cpu_moe=n_cpu_moe, use_mmap=use_mmap,
                            use_mlock=use_mlock, vocab_only=vocab_only, kv_overrides=kv_overrides, verbose=verbose)
-        self.context: Context | None = None
-        self._session: KVSequence | None = None
-        if not vocab_only:
-            self.context = Context(
-                self.model, n_ctx=n_ctx or self.model.n_ctx_train, n_batch=min(n_batch, n_ctx or n_batch),
-                n_ubatch=n_ubatch, n_threads=n_threads, n_threads_batch=n_threads_batch, embeddings=embedding,
-                pooling_type=pooling_type, flash_attn=flash_attn, type_k=type_k, type_v=type_v,
-                offload_kqv=offload_kqv, swa_full=swa_full, rope_scaling_type=rope_scaling_type,
-                rope_freq_base=rope_freq_base,
-                rope_freq_scale=rope_freq_scale, yarn_ext_factor=yarn_ext_factor, yarn_attn_factor=yarn_attn_factor,
-                yarn_beta_fast=yarn_beta_fast, yarn_beta_slow=yarn_beta_slow, yarn_orig_ctx=yarn_orig_ctx)
-            self._session = KVSequence(self.context, keep=context_shift_keep)
+        self.context = None if vocab_only else Context(  # a vocab_only Llama only tokenizes
+            self.model, n_ctx=n_ctx or self.model.n_ctx_train, n_batch=min(n_batch, n_ctx or n_batch),
+            n_ubatch=n_ubatch, n_threads=n_threads, n_threads_batch=n_threads_batch, embeddings=embedding,
+            pooling_type=pooling_type, attention_type=attention_type, flash_attn=flash_attn, type_k=type_k,
+            type_v=type_v, offload_kqv=offload_kqv, swa_full=swa_full, rope_scaling_type=rope_scaling_type,
+            rope_freq_base=rope_freq_base, rope_freq_scale=rope_freq_scale, yarn_ext_factor=yarn_ext_factor,
+            yarn_attn_factor=yarn_attn_factor, yarn_beta_fast=yarn_beta_fast, yarn_beta_slow=yarn_beta_slow,
+            yarn_orig_ctx=yarn_orig_ctx)
+        self._session = KVSequence(self.context, keep=context_shift_keep) if self.context is not None else None
         # images (and audio, where the projector has it) in chat messages and MediaPrompts
         self.projector = Projector(self.model, mmproj, n_threads=n_threads, use_gpu=self.model.uses_gpu) if mmproj \
             else None
         self.draft_model = self._drafter(draft_model, n_ctx, n_threads)
+        self._init_call_state()
+        if lora_path:
+            self._apply_loras({lora_path: lora_scale})
+
+    def _init_call_state(self) -> None:
+        """What calls share: turns, the prompt cache, adapters, what speculation learned."""
         self.last_speculation = SpeculationStats()
         self._decode_cost = DecodeCost()  # what decodes of each size cost here: what guesses are worth
         self._turns = Turns()
         self.cache: Any = None
         self._adapters: dict[str, LoraAdapter] = {}
         self._active_loras: dict[str, float] = {}
-        if lora_path:
-            self._apply_loras({lora_path: lora_scale})
 
     def _drafter(self, draft_model: Any, n_ctx: int, n_threads: int | None) -> Drafter | None:
         """A GGUF path becomes a DraftModel; any ``draft(input_ids) -> ids`` callable is used as is."""
@@ -171,17 +165,35 @@ class Llama(LlamaCppAccessors):
     def token_eos(self) -> int:
         return self.model.vocab.eos
 
+    def token_nl(self) -> int:
+        return self.model.vocab.nl
+
     def tokenize(self, text: bytes | str, add_bos: bool = True, special: bool = False) -> list[int]:
-        return self.model.tokenize(text, add_special=add_bos, parse_special=special)
+        return self.tokenizer_.tokenize(text, add_bos=add_bos, special=special)
 
     def detokenize(self, tokens: Sequence[int], prev_tokens: Sequence[int] | None = None,
                    special: bool = False) -> bytes:
         """Bytes of ``tokens``; with ``prev_tokens``, only the bytes they add after those."""
-        vocab = self.model.vocab
-        if prev_tokens is None:
-            return vocab.detokenize_bytes(tokens, unparse_special=special)
-        before = vocab.detokenize_bytes(prev_tokens, unparse_special=special)
-        return vocab.detokenize_bytes(list(prev_tokens) + list(tokens), unparse_special=special)[len(before):]
+        return self.tokenizer_.detokenize(tokens, prev_tokens=prev_tokens, special=special)
+
+    @functools.cached_property
+    def tokenizer_(self) -> LlamaTokenizer:
+        return LlamaTokenizer(self.model)
+
+    def tokenizer(self) -> LlamaTokenizer:
+        return self.tokenizer_
+
+    @functools.cached_property
+    def metadata(self) -> dict[str, str]:
+        """The GGUF's key/value metadata, values as text."""
+        return self.model.metadata
+
+    @property
+    def context_params(self) -> ContextParams:
+        context = self._context()
+        n_threads, n_threads_batch = context.n_threads
+        return ContextParams(context.n_ctx, context.n_batch, context.n_ubatch, context.n_seq_max, n_threads,
+                             n_threads_batch, context._embeddings)
 
     @property
     def n_tokens(self) -> int:
@@ -331,6 +343,16 @@ class Llama(LlamaCppAccessors):
         if stream:
             return chat_chunks(completion, header, plan)
         return chat_response(plan, header, completion)
+
+    def create_chat_completion_openai_v1(self, *args: Any, **kwargs: Any) -> Any:
+        """create_chat_completion as the ``openai`` package's types (``pip install openai``):
+        a ChatCompletion, or with ``stream=True`` an iterator of ChatCompletionChunk."""
+        from openai.types.chat import ChatCompletion, ChatCompletionChunk
+
+        result = self.create_chat_completion(*args, **kwargs)
+        if kwargs.get("stream", False):
+            return (ChatCompletionChunk(**chunk) for chunk in result)
+        return ChatCompletion(**result)
 
     def set_cache(self, cache: Any) -> None:
         """Keep prompt states in ``cache`` (``pyllama.RAMCache``/``DiskCache``); None turns it off."""

@@ -22,6 +22,7 @@ from .errors import SamplingError
 from .model import Model
 
 DEFAULT_SEED = 0xFFFFFFFF  # LLAMA_DEFAULT_SEED: a random seed
+TOKEN_DATA = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)])  # llama_token_data
 
 
 class Sampler(NativeObject):
@@ -31,6 +32,8 @@ class Sampler(NativeObject):
         self._parents: list[Any] = []  # native models the stages read their vocab from
         self._handle = owned(lib.llama_sampler_chain_init(params), lib.llama_sampler_free, self._parents)
         self._stages: list[str] = []
+        self._keep = False
+        self.candidates: np.ndarray | None = None  # TOKEN_DATA of the last draw, with keep_candidates()
 
     def _add(self, pointer: Any, what: str, model: Model | None = None) -> Sampler:
         checks.check_pointer(pointer, ValueError, f"invalid {what} sampler", guarded=what.startswith("grammar"))
@@ -125,6 +128,14 @@ class Sampler(NativeObject):
         return self._add(lib.llama_sampler_init_infill(model.vocab._ptr), "infill", model)
 
     # --- use ------------------------------------------------------------------------------
+    def keep_candidates(self) -> Sampler:
+        """From now on each draw leaves in ``candidates`` the tokens the whole chain left with a
+        probability, most likely first (llama-server's post-sampling probabilities). A chain that
+        ends in greedy puts all of it on its choice, as llama-server's temperature 0 does. It costs
+        a pass over the vocabulary in Python per token."""
+        self._keep = True
+        return self
+
     def sample(self, context: Context, i: int = -1) -> int:
         """Pick a token from the logits of batch token ``i`` of the context's last decode, and accept it."""
         with context._lock:
@@ -133,11 +144,37 @@ class Sampler(NativeObject):
             if logits == ffi.NULL:
                 checks.before_call()  # llama.cpp logged why; the message below says it
                 raise IndexError(f"no logits for batch token {i}: the last decode did not request them")
+            if self._keep:
+                return self._draw_keeping(logits, context.n_vocab)
             if self._stages == ["greedy"]:  # the whole chain is an argmax: numpy does it ~15x faster
                 return int(np.frombuffer(ffi.buffer(logits, 4 * context.n_vocab), dtype=np.float32).argmax())
             token = lib.pyllama_sampler_sample(self._ptr, context_handle, i)
         if token < 0:
             raise checks.failure(SamplingError, "sampling failed", guarded=True)
+        return token
+
+    def _draw_keeping(self, logits: Any, n_vocab: int) -> int:
+        """What llama_sampler_sample does (apply the chain, take its choice, accept it), keeping
+        the candidates the chain left."""
+        data = np.empty(n_vocab, TOKEN_DATA)
+        data["id"] = np.arange(n_vocab, dtype=np.int32)
+        data["logit"] = np.frombuffer(ffi.buffer(logits, 4 * n_vocab), dtype=np.float32)
+        data["p"] = 0.0
+        buffer = ffi.from_buffer("llama_token_data[]", data)  # alive while the array points into it
+        array = ffi.new("llama_token_data_array *")
+        array.data, array.size, array.selected, array.sorted = buffer, n_vocab, -1, False
+        if not lib.pyllama_sampler_apply(self._ptr, array):
+            raise checks.failure(SamplingError, "sampling failed", guarded=True)
+        if not 0 <= array.selected < array.size:
+            raise SamplingError("the sampler chain selected no token")
+        left = np.frombuffer(ffi.buffer(array.data, array.size * TOKEN_DATA.itemsize), dtype=TOKEN_DATA).copy()
+        token = int(left["id"][array.selected])
+        if self._stages[-1] == "greedy":  # it picks without probabilities
+            left = left[array.selected:array.selected + 1]
+            left["p"] = 1.0
+        left = left[left["p"] > 0]
+        self.candidates = left[np.argsort(-left["p"], kind="stable")]
+        self.accept(token)
         return token
 
     def accept(self, token: int) -> None:
@@ -154,6 +191,7 @@ class Sampler(NativeObject):
         twin._parents = list(self._parents)
         twin._handle = owned(lib.llama_sampler_clone(self._ptr), lib.llama_sampler_free, twin._parents)
         twin._stages = list(self._stages)
+        twin._keep, twin.candidates = self._keep, None
         return twin
 
     @property

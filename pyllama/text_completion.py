@@ -8,6 +8,7 @@ written once.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -47,11 +48,18 @@ def logprobs_dict(infos: list[TokenInfo], offset: int = 0) -> dict[str, list]:
             "top_logprobs": [{c.text: c.logprob for c in i.top} if i.logprob is not None else None for i in infos]}
 
 
-def completion_probabilities(infos: list[TokenInfo]) -> list[dict[str, Any]]:
-    """llama-server's ``completion_probabilities`` (``n_probs`` on /completion)."""
-    return [{"id": i.token, "token": i.text, "bytes": list(i.piece), "logprob": i.logprob,
-             "top_logprobs": [{"id": c.token, "token": c.text, "bytes": list(c.piece), "logprob": c.logprob}
-                              for c in i.top]} for i in infos]
+def completion_probabilities(infos: list[TokenInfo], post_sampling: bool = False) -> list[dict[str, Any]]:
+    """llama-server's ``completion_probabilities`` (``n_probs`` on /completion); ``post_sampling``:
+    its ``post_sampling_probs`` form, ``prob`` and ``top_probs`` (the infos' logprobs are then
+    those of the sampler chain's distribution)."""
+    value, top = ("prob", "top_probs") if post_sampling else ("logprob", "top_logprobs")
+
+    def shown(logprob: float) -> float:
+        return math.exp(logprob) if post_sampling else logprob
+
+    return [{"id": i.token, "token": i.text, "bytes": list(i.piece), value: shown(i.logprob),
+             top: [{"id": c.token, "token": c.text, "bytes": list(c.piece), value: shown(c.logprob)}
+                   for c in i.top]} for i in infos]
 
 
 def completion_chunks(events: Iterable[Event], with_logprobs: bool) -> Iterator[dict[str, Any]]:

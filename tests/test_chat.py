@@ -14,6 +14,7 @@ from pyllama import ContextOverflowError, Llama
 from pyllama import ChatSession
 from pyllama.chat import ChatTemplate, ChatTemplateError, parse_tool_calls
 from pyllama.chat.formats import FORMATS
+from pyllama.chat.tools import resolve_choice
 
 USER_DETAIL = {"type": "function", "function": {"name": "UserDetail", "parameters": {
     "type": "object", "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
@@ -141,6 +142,30 @@ def test_generic_forced_calls_always_validate(llm, tool_choice):
         for call in calls:
             schema = {"get_weather": WEATHER, "UserDetail": USER_DETAIL}[call["function"]["name"]]
             jsonschema.validate(json.loads(call["function"]["arguments"]), schema["function"]["parameters"])
+
+
+def test_a_tool_named_by_a_bare_string_is_forced(llm):
+    # LangChain's bind_tools(..., tool_choice="UserDetail") passes the bare name
+    kwargs = dict(messages=[{"role": "user", "content": "weather in Paris?"}], tools=[WEATHER, USER_DETAIL], seed=3,
+                  max_tokens=None, logit_bias=NO_HIGH_BYTES)
+    by_name = llm.create_chat_completion(tool_choice="UserDetail", **kwargs)["choices"][0]["message"]["tool_calls"]
+    as_dict = llm.create_chat_completion(tool_choice={"type": "function", "function": {"name": "UserDetail"}},
+                                         **kwargs)["choices"][0]["message"]["tool_calls"]
+    assert [call["function"] for call in by_name] == [call["function"] for call in as_dict]
+    assert [call["function"]["name"] for call in by_name] == ["UserDetail"]
+    with pytest.raises(ValueError, match=r"'Person', which is not among the tools \('get_weather', 'UserDetail'\)"):
+        llm.create_chat_completion(tool_choice="Person", **kwargs)
+
+
+def test_tool_choice_keywords_keep_their_meaning_beside_names():
+    functions = {"none": {}, "get_weather": {}}  # a tool may even be called "none"
+    assert [resolve_choice(choice, functions) for choice in ("auto", "none", "required", "get_weather")] == \
+        ["auto", "none", "required", "get_weather"]
+    assert resolve_choice(None, {}) == "none" and resolve_choice(None, functions) == "auto"
+    with pytest.raises(ValueError, match=r"not among the tools \(none given\)"):
+        resolve_choice("get_weather", {})
+    with pytest.raises(ValueError, match="must be 'auto', 'none', 'required' or a function"):
+        resolve_choice(3, functions)
 
 
 def test_streamed_tool_call_matches_non_streamed(llm):

@@ -130,6 +130,7 @@ def test_errors_are_one_line(args, code, fragment, tiny_spm):
 
 @pytest.mark.parametrize("command, blocked, extra", [
     (["serve", "--model", "m.gguf"], "fastapi", "server"),
+    (["serve", "--ray", "--replicas", "2", "--model", "m.gguf"], "ray", "ray"),
     (["convert", "hf-folder", "--outfile", "m.gguf"], "torch", "convert"),
 ])
 def test_a_missing_extra_is_named_in_one_line(command, blocked, extra, monkeypatch, capsys):

@@ -161,7 +161,20 @@ def test_langchain_chat_invoke_tools_and_structured_output(tiny_spm):
     forcing = {"type": "function", "function": {"name": "Person"}}
     calls = chat.bind_tools([Person], tool_choice=forcing).invoke("Jason is 25").tool_calls
     assert [(call["name"], call["args"]) for call in calls] == [("Person", arguments)]
+    by_name = chat.bind_tools([Person], tool_choice="Person").invoke("Jason is 25").tool_calls  # a bare name
+    assert [(call["name"], call["args"]) for call in by_name] == [("Person", arguments)]
     assert chat.with_structured_output(Person).invoke("Jason is 25") == Person(**arguments)
+
+
+def test_llama_tokenizer_over_a_llama_or_a_gguf_file(tiny_spm, reference):
+    from llama_cpp.llama_tokenizer import LlamaTokenizer
+
+    ids = reference.tokenize(b"hello world", add_bos=True, special=True)
+    assert reference.tokenizer().tokenize(b"hello world") == LlamaTokenizer(reference).tokenize(b"hello world") == ids
+    from_file = LlamaTokenizer.from_ggml_file(tiny_spm[0])
+    assert from_file.tokenize(b"hello world") == ids
+    assert from_file.detokenize(ids[2:], prev_tokens=ids[:2]) == reference.detokenize(ids[2:], prev_tokens=ids[:2])
+    assert from_file.decode(ids) == reference.detokenize(ids).decode()
 
 
 def test_langchain_embeddings(tiny_bert):

@@ -9,6 +9,7 @@ import pytest
 
 from models import reference_bert_embedding
 from pyllama import ContextOverflowError, Llama
+from pyllama.enums import AttentionType, PoolingType
 
 BYTE_TOKENS = range(3, 259)  # <0x00>..<0xFF> in the tiny sentencepiece vocab
 READABLE = {t: -100.0 for t in BYTE_TOKENS} | {2: -100.0}  # words and letters only, never EOS
@@ -231,6 +232,17 @@ def test_embeddings(tiny_bert):
         assert response["data"][1]["index"] == 1 and len(response["data"][0]["embedding"]) == 64
         assert response["usage"]["prompt_tokens"] == sum(len(embedder.tokenize(t.encode())) for t in
                                                          ["a search query", "the dog sat"])
+
+
+def test_attention_type_reaches_the_context(tiny_spm):
+    # llama-cpp-python's attention_type=: a decoder read with full attention embeds every token differently
+    vectors = {}
+    for attention in (None, AttentionType.CAUSAL, AttentionType.NON_CAUSAL):
+        with Llama(str(tiny_spm[0]), embedding=True, pooling_type=PoolingType.MEAN, attention_type=attention,
+                   n_ctx=64) as embedder:
+            vectors[attention] = np.asarray(embedder.embed("hello world, the cats sat"))
+    np.testing.assert_allclose(vectors[AttentionType.CAUSAL], vectors[None], atol=1e-6)
+    assert not np.allclose(vectors[AttentionType.NON_CAUSAL], vectors[None], atol=1e-3)
 
 
 def test_unknown_constructor_argument(tiny_spm):

@@ -142,6 +142,32 @@ def test_a_model_that_fails_to_load_answers_its_requests_and_leaves_the_others_s
         assert health == {"status": "ok"}
 
 
+def test_reload_reads_the_preset_again(tiny_spm, tiny_bpe, tmp_path):
+    """GET /models?reload=1, as llama-server's: a new model is listed, not loaded; a removed one goes
+    (one that runs, once it is unloaded); a changed one takes its new settings."""
+    preset = tmp_path / "models.ini"
+    preset.write_text(f"[*]\nc = 256\n\n[a]\nmodel = {tiny_spm[0]}\nload-on-startup = true\n\n"
+                      f"[b]\nmodel = {tiny_spm[0]}\n")
+    with running_server(None, "--models-preset", str(preset), "--n_threads", "1") as base, \
+            httpx.Client(timeout=60) as client:
+        assert statuses(base) == {"a": {"value": "loaded"}, "b": {"value": "unloaded"}}
+        preset.write_text(f"[*]\nc = 256\n\n[b]\nmodel = {tiny_bpe[0]}\n\n[c]\nmodel = {tiny_spm[0]}\n")
+        assert set(statuses(base)) == {"a", "b"}  # read again only when asked
+        status, listed = call("GET", f"{base}/models?reload=1")
+        assert status == 200 and {m["id"] for m in listed["data"]} >= {"b", "c"}
+        assert next(m for m in listed["data"] if m["id"] == "b")["path"] == str(tiny_bpe[0])
+        deadline = time.monotonic() + 60
+        while "a" in statuses(base):  # it ran: unloaded first, then gone
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert statuses(base) == {"b": {"value": "unloaded"}, "c": {"value": "unloaded"}}
+        assert complete(client, base, "c")[0] == 200 and complete(client, base, "a")[0] == 404
+        preset.write_text("[broken\n")
+        status, error = call("GET", f"{base}/models?reload=1")
+        assert status == 500 and "could not be read again" in error["error"]["message"]
+        assert set(statuses(base)) == {"b", "c"}  # nothing changed
+
+
 def test_load_and_unload_on_request_and_the_router_props(models_folder):
     with running_server(None, "--models-dir", str(models_folder), "--models-max", "2", "--no-models-autoload",
                         "-c", "256", "--n_threads", "1") as base, httpx.Client(timeout=60) as client:

@@ -112,7 +112,7 @@ def test_streaming_with_an_image(server):
     (data_url(b"just some text, not an image at all"), 400, "could not be read"),
     (data_url(bytes(LIMIT + 1)), 413, f"more than the limit of {LIMIT} bytes"),
     ("/etc/passwd", 400, "must be a data URL"),
-    ("file:///etc/passwd", 400, "must be a data URL"),
+    ("file:///etc/passwd", 400, "not allowed unless the server is started with --media-path"),
 ])
 def test_bad_images_are_a_4xx_naming_what_is_wrong(server, url, status, message):
     code, body, _ = post(f"{server}/v1/chat/completions", chat(url))
@@ -137,6 +137,24 @@ def test_remote_images_only_when_the_operator_turns_them_on(server, tiny_vision,
         assert code == 200 and answer(body) == expected
         code, body, _ = post(f"{remote}/v1/chat/completions", chat(f"{image_host}/missing.png"))
         assert code == 400 and "could not download" in body["error"]["message"]
+
+
+def test_local_images_only_from_inside_the_media_path(server, tiny_vision, tmp_path):
+    """llama-server's --media-path: file://NAME is NAME inside that folder, never outside it."""
+    pictures = tmp_path / "pictures"
+    pictures.mkdir()
+    (pictures / "red.png").write_bytes(RED)
+    (tmp_path / "secret.png").write_bytes(RED)
+    expected = answer(post(f"{server}/v1/chat/completions", chat(data_url(RED)))[1])
+    with running_server(tiny_vision[0], "--mmproj", str(tiny_vision[1]), "--n_ctx", "512", "--n_parallel", "1",
+                        "--media-path", str(pictures)) as local:
+        for url in ("file://red.png", "file:////red.png"):  # a leading / is still inside the folder
+            code, body, _ = post(f"{local}/v1/chat/completions", chat(url))
+            assert code == 200 and answer(body) == expected, body
+        for url, message in (("file://missing.png", "does not exist"), ("file://../secret.png", "not allowed"),
+                             (f"file://{tmp_path}/secret.png", "does not exist")):
+            code, body, _ = post(f"{local}/v1/chat/completions", chat(url))
+            assert code == 400 and message in body["error"]["message"], body
 
 
 def test_audio_parts_with_an_audio_projector(tiny_multimodal):

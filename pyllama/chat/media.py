@@ -2,9 +2,10 @@
 :class:`~pyllama.multimodal.Media` for a projector.
 
 Where the bytes may come from is the caller's policy: a ``data:`` URL always; a local path (or
-``file://`` URL) only with ``local_files`` (the Python API, never the server); an ``http(s)``
-URL only through a ``fetch`` function the caller supplies (the server, when its operator turns
-remote media on). Every source is bounded by ``max_bytes``.
+``file://`` URL) only with ``local_files`` (the Python API, never the server), or a ``file://``
+URL through a ``read_file`` function the caller supplies (the server: inside ``--media-path``);
+an ``http(s)`` URL only through a ``fetch`` function the caller supplies (the server, when its
+operator turns remote media on). Every source is bounded by ``max_bytes``.
 """
 
 from __future__ import annotations
@@ -65,10 +66,11 @@ class MediaReader:
     """Reads media parts for ``projector`` under a policy (see the module's docstring)."""
 
     def __init__(self, projector: Projector, *, local_files: bool = False, fetch: Fetch | None = None,
-                 max_bytes: int | None = None) -> None:
+                 read_file: Fetch | None = None, max_bytes: int | None = None) -> None:
         self.projector = projector
         self.local_files = local_files
         self.fetch = fetch
+        self.read_file = read_file
         self.max_bytes = max_bytes
 
     def read(self, part: Mapping[str, Any], where: str) -> Media:
@@ -104,6 +106,8 @@ class MediaReader:
                 raise MediaError(f"{where}: remote image URLs are turned off here; send the image as a data URL "
                                  "(data:image/png;base64,...)")
             return self.fetch(url, self.max_bytes)
+        if scheme == "file" and self.read_file is not None:
+            return self.read_file(url, self.max_bytes)
         if not self.local_files:
             raise MediaError(f"{where}: an image must be a data URL (data:image/png;base64,...)")
         path = Path(urllib.parse.unquote(urllib.parse.urlparse(url).path) if scheme == "file" else url)

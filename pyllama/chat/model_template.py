@@ -15,13 +15,18 @@ if TYPE_CHECKING:
     from ..model import Model
 
 
-def chat_template(model: Model, chat_format: str | None = None) -> ChatTemplate:
+def chat_template(model: Model, chat_format: str | None = None, jinja: bool = True) -> ChatTemplate:
     """The template for ``model``: ``chat_format`` (a named format, one of llama.cpp's built-in
     names, or a template string of your own), else the GGUF's own, else the format of the
-    family its vocabulary belongs to (chatml when none), marked as a :class:`Fallback`."""
+    family its vocabulary belongs to (chatml when none), marked as a :class:`Fallback`.
+    ``jinja=False`` (llama-server's ``--no-jinja``): llama.cpp formats the chat itself, from
+    ``chat_format`` or the GGUF's template (chatml when neither), recognized by its markers."""
     vocab = model.vocab
     bos = vocab.text(vocab.bos) if vocab.bos >= 0 else ""
     eos = vocab.text(vocab.eos) if vocab.eos >= 0 else ""
+    if not jinja:
+        spec = chat_format or model.chat_template() or "chatml"
+        return BuiltinTemplate(spec, bos, eos) if spec in builtin_names() else BuiltinTemplate(None, bos, eos, spec)
     if chat_format is not None and ("{{" in chat_format or "{%" in chat_format):
         return ChatTemplate(chat_format, bos, eos, stop=[eos] if eos else [])
     embedded = model.chat_template() if chat_format is None else None

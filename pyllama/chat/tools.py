@@ -57,17 +57,25 @@ def validate_tools(tools: Sequence[Tool]) -> dict[str, Mapping[str, Any]]:
 
 
 def resolve_choice(tool_choice: Any, functions: Mapping[str, Any]) -> str | None:
-    """'auto', 'none', 'required', or the name of a forced function."""
+    """'auto', 'none', 'required', or the name of a forced function.
+
+    A function is forced by ``{"type": "function", "function": {"name": ...}}`` (OpenAI), by
+    ``{"name": ...}`` (legacy function_call) or by its bare name (LangChain's
+    ``bind_tools(..., tool_choice="Person")``); the three keywords win over a tool of that name."""
     if tool_choice is None:
         return "auto" if functions else "none"
     if tool_choice in ("auto", "none", "required"):
         return tool_choice
     if isinstance(tool_choice, Mapping):
         name = (tool_choice.get("function") or {}).get("name") or tool_choice.get("name")
-        if name in functions:
-            return name
-        raise ValueError(f"tool_choice names {name!r}, which is not among the tools")
-    raise ValueError(f"tool_choice must be 'auto', 'none', 'required' or a function, not {tool_choice!r}")
+    elif isinstance(tool_choice, str):
+        name = tool_choice
+    else:
+        raise ValueError(f"tool_choice must be 'auto', 'none', 'required' or a function, not {tool_choice!r}")
+    if name not in functions:
+        raise ValueError(f"tool_choice names {name!r}, which is not among the tools "
+                         f"({', '.join(map(repr, functions)) or 'none given'})")
+    return name
 
 
 # --- the generic format ------------------------------------------------------------------

@@ -11,6 +11,7 @@ and returns the text that is safe to show; when ``finish_reason`` is set, it is 
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING
@@ -41,6 +42,9 @@ class Request:
     max_tokens: int | None = 16  # None or <= 0: until the context is full
     stops: list[str] = dataclasses.field(default_factory=list)
     logprobs: int | None = None  # alternatives per token to report; None: no logprobs
+    # the logprobs are those of the distribution the sampler chain drew from, not the model's (llama-server's
+    # post_sampling_probs): the alternatives are the tokens the chain left, most likely first
+    post_sampling: bool = False
     # images/audio by the position they start at; prompt_tokens holds placeholders there (pyllama.multimodal)
     media: Mapping[int, MediaChunk] = dataclasses.field(default_factory=dict)
     # Python code run at each step (pyllama.generation.hooks); None: none, and no cost
@@ -98,6 +102,17 @@ def token_info(model: Model, logits: np.ndarray, token: int, top_n: int) -> Toke
     return TokenInfo(token, piece(token), float(logprobs[token]), best)
 
 
+def drawn_info(model: Model, candidates: np.ndarray, token: int, top_n: int) -> TokenInfo:
+    """``token`` and the ``top_n`` most likely of the ``candidates`` the sampler chain left
+    (:meth:`Sampler.keep_candidates`), their logprobs the logs of their probabilities there."""
+    piece = model.vocab.token_to_piece
+    ids, probs = candidates["id"], candidates["p"]
+    hit = np.flatnonzero(ids == token)
+    p = float(probs[hit[0]]) if hit.size else 0.0
+    top = [Candidate(int(t), piece(int(t)), math.log(float(q))) for t, q in zip(ids[:top_n], probs[:top_n])]
+    return TokenInfo(token, piece(token), math.log(p) if p > 0 else -math.inf, top)
+
+
 def prompt_infos(model: Model, prompt: list[int], rows: list[np.ndarray], top_n: int) -> list[TokenInfo]:
     """Logprobs of each prompt token under the logits of the position before it (echo)."""
     infos = [TokenInfo(prompt[0], model.token_to_piece(prompt[0]))]
@@ -151,6 +166,9 @@ class Generation:
         self.request = request
         history = [t for t in request.prompt_tokens if t >= 0] if request.media else request.prompt_tokens
         self.sampler = request.params.sampler(model, seed, history=history, n_ctx=n_ctx)
+        self._post_sampling = request.post_sampling and request.logprobs is not None
+        if self._post_sampling:
+            self.sampler.keep_candidates()
         self.stream = TextStream(request.stops)
         self.limit = limit
         self.generated = 0
@@ -203,7 +221,9 @@ class Generation:
         self.generated += 1
         self.last_token = token
         self._pending_ids.append(token)
-        if self.request.logprobs is not None:
+        if self._post_sampling:
+            self._pending.append(drawn_info(self.model, self.sampler.candidates, token, self.request.logprobs))
+        elif self.request.logprobs is not None:
             self._pending.append(token_info(self.model, context.logits(row), token, self.request.logprobs))
         text = self.stream.push(self._piece(token))
         if self.stream.stopped:

@@ -18,7 +18,7 @@ from starlette.concurrency import run_in_threadpool
 
 from ..chat import ChatChunker, ChatPlan, chat_header, chat_response
 from ..generation.generator import Event, Request, TokenInfo
-from ..text_completion import logprobs_dict
+from ..text_completion import completion_probabilities, logprobs_dict
 from .engine import Job
 from .errors import RequestError, validation_message
 from .sampling import check_grammar
@@ -44,11 +44,18 @@ async def _start(service: ServedModel, body: ChatRequest,
     def build() -> tuple[Request, list[Job]]:
         check_grammar(plan.grammar)
         params = service.sampling.params(body, plan.grammar, plan.grammar_triggers)
-        request = Request(plan.prompt_tokens, params, None, plan.stops, top, media=plan.media)
+        request = Request(plan.prompt_tokens, params, None, plan.stops, top, media=plan.media,
+                          post_sampling=body.post_sampling_probs)
         return request, service.jobs([request], body)
 
     request, jobs = await run_in_threadpool(build)
     return plan, request, service.run(jobs, live)
+
+
+def _drawn_logprobs(tokens: list[TokenInfo]) -> dict[str, Any]:
+    """llama-server's chat ``logprobs`` with ``post_sampling_probs``: each token's ``prob`` and
+    ``top_probs`` after the sampler chain, in its /completion shape."""
+    return {"content": completion_probabilities(tokens, post_sampling=True)}
 
 
 def translated(fields: dict[str, Any]) -> ChatRequest:
@@ -85,6 +92,8 @@ async def complete_chat(service: ServedModel, body: ChatRequest, details: bool =
                                    "logprobs": logprobs_dict(tokens[j]) if body.logprobs else None}],
                       "usage": final.usage}
         choices.append({**chat_response(plan, header, completion)["choices"][0], "index": j})
+        if body.logprobs and body.post_sampling_probs:
+            choices[-1]["logprobs"] = _drawn_logprobs(tokens[j])
         if details:
             choices[-1]["stop_word"] = final.stop_word
         generated += (final.usage or {}).get("completion_tokens", 0)
@@ -116,6 +125,10 @@ async def stream_chat(service: ServedModel, body: ChatRequest, details: bool = F
                    "timings": event.timings}
             continue
         out = chunkers[index].feed(_part(event, body.logprobs, offsets[index]))
+        if body.logprobs and body.post_sampling_probs:
+            for chunk in out:
+                if chunk["choices"] and chunk["choices"][0].get("logprobs"):
+                    chunk["choices"][0]["logprobs"] = _drawn_logprobs(event.tokens)
         offsets[index] += sum(len(t.text) for t in event.tokens)
         if event.timings is not None and usage_chunk and event.finish_reason is not None:
             timings = event.timings

@@ -74,7 +74,8 @@ async def prepare(service: ServedModel, body: GenerationFields, prompts: Sequenc
             media = {}
             if isinstance(tokens, MediaPrompt):
                 tokens, media = tokens.tokens, tokens.media
-            requests.append(Request(tokens, params, None, stops, logprobs, media=media))
+            requests.append(Request(tokens, params, None, stops, logprobs, media=media,
+                                    post_sampling=body.post_sampling_probs))
         return requests, service.jobs(requests, body)
 
     return await run_in_threadpool(build)

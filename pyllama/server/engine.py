@@ -95,6 +95,7 @@ class _Slot:
         self.draft: list[int] = []  # guesses after next_token in the batch being decoded
         self.loras: AppliedLoras = ()  # the adapters its KV was computed with
         self.last_decode = 0  # the step its tokens were last decoded in, so adapter groups take turns
+        self.stashed: tuple[int, ...] = ()  # the tokens whose state it last put in the prompt cache
 
     def release(self) -> None:
         self.job, self.generation, self.next_token, self.pending = None, None, None, []
@@ -146,14 +147,17 @@ class Engine:
     def __init__(self, model: Model, *, n_ctx: int, n_parallel: int = 4, n_batch: int = 512, n_ubatch: int = 512,
                  max_queue: int = 64, context_shift: bool = False, drafters: Sequence[Drafter] = (),
                  max_draft: int = 16, min_draft: int = 0, prompt_cache: RAMCache | None = None,
-                 kv_unified: bool = True, **context_options: Any) -> None:
+                 kv_unified: bool = True, cache_idle_slots: bool = True, **context_options: Any) -> None:
         """``drafters``: one per slot for speculative decoding (none: plain decoding);
+        ``cache_idle_slots`` (with a ``prompt_cache``): llama-server's, see :meth:`_stash_idle`;
         ``context_options`` go to the shared Context (threads, flash attention, KV cache types...)."""
         self.model = model
         self.context = Context(model, n_ctx=n_ctx, n_batch=n_batch, n_ubatch=min(n_batch, n_ubatch),
                                n_seq_max=n_parallel, kv_unified=kv_unified, **context_options)
         self.context_shift = context_shift
         self.prompt_cache = prompt_cache
+        self.cache_idle_slots = cache_idle_slots and prompt_cache is not None
+        self.kv_unified = kv_unified
         # what one slot may hold: everything with a unified KV cache (slots share it), else its share
         self.n_ctx = self.context.n_ctx_seq
         self.n_batch = n_batch
@@ -281,6 +285,8 @@ class Engine:
                 admitted = self._take_queued()
             for slot, job in admitted:
                 self._admit(slot, job)
+            if admitted and self.cache_idle_slots:
+                self._stash_idle()
             started = time.monotonic()
             self._step()
             self.stats.busy_seconds += time.monotonic() - started
@@ -338,6 +344,21 @@ class Engine:
             return
         if job.max_tokens <= 0:  # nothing to generate: the prompt is not even evaluated
             self._finish(slot, slot.generation.finish("length"))
+
+    def _stash_idle(self) -> None:
+        """A request started: keep the idle slots' prompts in the prompt cache and, when the slots
+        share one KV cache, free theirs for the running ones (llama-server's --cache-idle-slots).
+        States computed with adapters or media are not the cache's to keep."""
+        for slot in self.slots:
+            if slot.job is not None or not slot.tokens or slot.loras or min(slot.tokens) < 0:
+                continue
+            tokens = tuple(slot.tokens)
+            if tokens != slot.stashed:
+                self.prompt_cache.put(LlamaState(tokens, self.context.state_bytes(slot.seq_id), 0))
+                slot.stashed = tokens
+            if self.kv_unified:
+                self.context.kv_remove(slot.seq_id)
+                slot.tokens = []
 
     def _swap_cached(self, slot: _Slot, prompt: list[int]) -> None:
         """Keep the slot's prefix in the prompt cache before this prompt cuts it, and start from a

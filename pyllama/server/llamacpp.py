@@ -20,6 +20,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from .._binding.library import LLAMA_CPP_COMMIT
 from .._version import __version__
 from ..enums import PoolingType
 from ..generation.generator import Event, Request, TokenInfo
@@ -36,6 +37,11 @@ from .served_model import ServedModel
 from .model_pool import ModelPool
 from .slots import describe, erase, restore, save, slot_file
 from .sse import sse, started
+
+
+# llama-server's form, b<build>-<commit>: the llama.cpp commit this build links (its build number, a
+# count of git commits, is not known here: 0), then pyllama's own version
+BUILD_INFO = f"b0-{LLAMA_CPP_COMMIT} (pyllama {__version__})"
 
 
 def _rate(tokens: float, seconds: float) -> float:
@@ -120,14 +126,14 @@ def router(pool: ModelPool) -> APIRouter:
         one says ``is_sleeping``, as llama-server's does)."""
         if pool.router and model is None:
             return {"role": "router", "max_instances": pool.models_max, "models_autoload": pool.autoload,
-                    "model_alias": "pyllama", "model_path": "none", "build_info": f"pyllama {__version__}",
+                    "model_alias": "pyllama", "model_path": "none", "build_info": BUILD_INFO,
                     "default_generation_settings": {"params": {}, "n_ctx": 0}}
         pooled = pool.entry(model)
         settings = pooled.settings
         if pooled.served is None:
             return {"model": pooled.name, "model_alias": pooled.name, "model_path": settings.model,
                     "n_ctx": settings.n_ctx, "total_slots": settings.n_parallel, "is_sleeping": True,
-                    "status": pool.status(pooled), "build_info": f"pyllama {__version__}",
+                    "status": pool.status(pooled), "build_info": BUILD_INFO,
                     "default_generation_settings": {"n_ctx": settings.n_ctx, "params": default_params(settings)}}
         service = pooled.served
         fallback = service.template.fallback
@@ -137,7 +143,7 @@ def router(pool: ModelPool) -> APIRouter:
                 # a model without a template of its own (a base model): which format stands in, and why
                 "has_chat_template": fallback is None, "chat_format": service.template.format,
                 "chat_template_note": fallback.note if fallback else None,
-                "embedding": service.embedder is not None, "build_info": f"pyllama {__version__}",
+                "embedding": service.embedder is not None, "build_info": BUILD_INFO,
                 "modalities": {"vision": bool(service.projector and service.projector.supports_vision),
                                "audio": bool(service.projector and service.projector.supports_audio)},
                 # any slot may use the whole (unified) context
@@ -291,7 +297,7 @@ async def llama_shaped(service: ServedModel, body: CompletionRequest | InfillReq
         if body.return_tokens:
             out["tokens"] = ids
         if n_probs:
-            out["completion_probabilities"] = completion_probabilities(tokens)
+            out["completion_probabilities"] = completion_probabilities(tokens, body.post_sampling_probs)
         if last is not None:
             usage, job = last.usage or {}, jobs[index]
             out.update(stop_type="word" if last.stop_word else "eos" if last.finish_reason == "stop" else "limit",

@@ -17,6 +17,7 @@ import asyncio
 import contextvars
 import dataclasses
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
@@ -31,6 +32,7 @@ from .settings import Settings
 logger = logging.getLogger("pyllama.server")
 
 LOAD_WAIT_SECONDS = 300.0  # the most a request waits for its model to be loaded before a 503
+FAKE_SECONDS = 2.0  # llama-server's LLAMA_SERVER_DEBUG_FAKE_TIMING: its test suite's slow loads and requests
 WATCH_SECONDS = 0.25  # how often idle models are checked against their idle time
 
 
@@ -50,6 +52,10 @@ class PooledModel:
     load_asked: bool = False  # asked to load (POST /models/load): it stays queued with no request waiting
     stats: Stats = dataclasses.field(default_factory=Stats)  # kept across loads: /metrics counts since start
     meta: dict[str, Any] | None = None  # what /v1/models says of it, from its last load
+    # changed in --models-dir / --models-preset while it ran (GET /models?reload=1): its new settings, or None
+    # when it is gone, applied once it is unloaded
+    reloaded: bool = False
+    successor: Settings | None = None
 
     @property
     def name(self) -> str:
@@ -90,10 +96,12 @@ class ModelPool:
         self.memory_budget = first.models_memory_mib << 20
         self.autoload = first.models_autoload
         self.max_waiting = first.max_queue
+        self.reread = first.reread  # router mode: the models the flags and files declare now
+        # set by llama-server's test suite: in router mode each load, and each request while it holds its model,
+        # takes FAKE_SECONDS more, so its queueing tests see busy models (llama-server's server_models does this)
+        self.fake_timing = self.router and bool(os.environ.get("LLAMA_SERVER_DEBUG_FAKE_TIMING"))
         self._by_name: dict[str, PooledModel] = {}
-        for pooled in self.all:
-            for name in pooled.names:
-                self._by_name.setdefault(name, pooled)
+        self._index()
         self._queue: list[PooledModel] = []  # models waiting to be loaded, first come first served
         self._changed = asyncio.Event()  # set (and replaced) whenever a status changes
         self._tasks: set[asyncio.Task[None]] = set()  # held: the loop keeps only weak references
@@ -131,14 +139,18 @@ class ModelPool:
         pooled = self.entry(name)
         pooled.holders += 1
         holds.models.append(pooled)
-        if pooled.status == "loaded":
+        if pooled.status == "loaded" and not self.fake_timing:
             return pooled.served
-        autoload = self.autoload if holds.autoload is None else holds.autoload
-        if not autoload and pooled.status != "loading":
-            raise RequestError(400, f"the model '{pooled.name}' is not loaded, and this server loads models only "
-                                    "when asked (--no-models-autoload): POST /models/load first", "model",
-                               "model_not_loaded")
-        return await self._wait_loaded(pooled)
+        if pooled.status != "loaded":
+            autoload = self.autoload if holds.autoload is None else holds.autoload
+            if not autoload and pooled.status != "loading":
+                raise RequestError(400, f"the model '{pooled.name}' is not loaded, and this server loads models "
+                                        "only when asked (--no-models-autoload): POST /models/load first", "model",
+                                   "model_not_loaded")
+            await self._wait_loaded(pooled)
+        if self.fake_timing:
+            await asyncio.sleep(FAKE_SECONDS)  # held meanwhile: busy
+        return pooled.served
 
     async def _wait_loaded(self, pooled: PooledModel) -> ServedModel:
         waiting = sum(p.holders for p in self._queue)
@@ -200,6 +212,40 @@ class ModelPool:
         pooled.unload_when_idle = True
         self._schedule()
         return pooled
+
+    def reload(self, entries: list[Settings]) -> None:
+        """The models --models-dir and --models-preset declare now (``reread``, GET /models?reload=1),
+        taken as llama-server does: a model that runs and was changed or removed there is unloaded
+        once no request holds it, and then changed or removed; one that does not run is added,
+        changed or removed now. New models are listed, not loaded."""
+        fresh = {entry.model_alias: entry for entry in entries}
+        for pooled in list(self.all):
+            entry = fresh.pop(pooled.name, None)
+            if entry is not None and dataclasses.replace(entry, started=pooled.settings.started) == pooled.settings:
+                continue
+            pooled.reloaded, pooled.successor = True, entry
+            if pooled.status in ("unloaded", "sleeping") and pooled not in self._queue:
+                self._apply_reload(pooled)
+            else:
+                pooled.unload_when_idle = True
+        self.all += [PooledModel(entry, idle_seconds=_idle(entry.sleep_idle_seconds)) for entry in fresh.values()]
+        self._index()
+        self._schedule()
+
+    def _apply_reload(self, pooled: PooledModel) -> None:
+        if pooled.successor is None:
+            self.all.remove(pooled)
+        else:
+            pooled.settings, pooled.idle_seconds = pooled.successor, _idle(pooled.successor.sleep_idle_seconds)
+            pooled.failure, pooled.meta = None, None
+        pooled.reloaded, pooled.successor = False, None
+        self._index()
+
+    def _index(self) -> None:
+        self._by_name = {}
+        for pooled in self.all:
+            for name in pooled.names:
+                self._by_name.setdefault(name, pooled)
 
     def keep_alive(self, pooled: PooledModel, seconds: float | None) -> None:
         """How long the model stays loaded once no request holds it (None: until it is unloaded
@@ -272,6 +318,8 @@ class ModelPool:
     async def _load(self, pooled: PooledModel) -> None:
         started = time.perf_counter()
         try:
+            if self.fake_timing:
+                await asyncio.sleep(FAKE_SECONDS)
             served = await asyncio.to_thread(ServedModel, pooled.settings)
         except Exception as exc:  # noqa: BLE001 - whatever a load raises fails that model, never the server
             pooled.status, pooled.failure = "unloaded", str(exc) or type(exc).__name__
@@ -311,6 +359,8 @@ class ModelPool:
             await asyncio.to_thread(pooled.served.close)
         finally:  # a close that failed still leaves the model unusable: it counts as unloaded
             pooled.served, pooled.status, pooled.unload_when_idle = None, status, False
+            if pooled.reloaded:
+                self._apply_reload(pooled)
         logger.info("model %s: %s", pooled.name, status)
         self._notify()
         self._schedule()

@@ -98,8 +98,15 @@ def router(pool: ModelPool) -> APIRouter:
 
     @api.get("/v1/models", tags=["OpenAI"])
     @api.get("/models", include_in_schema=False)
-    async def models() -> dict[str, Any]:
-        """Every model the server serves, loaded or not, with llama-server's router ``status``."""
+    async def models(reload: bool = False) -> dict[str, Any]:
+        """Every model the server serves, loaded or not, with llama-server's router ``status``;
+        ``?reload=1`` reads --models-dir and --models-preset again first."""
+        if reload and pool.reread is not None:
+            try:
+                entries = await run_in_threadpool(pool.reread)
+            except ValueError as exc:  # the files as they are now are wrong: nothing changes
+                raise RequestError(500, f"the models could not be read again: {exc}") from None
+            pool.reload(entries)
         data = []
         for p in pool.all:
             shown = {"id": p.name, "object": "model", "owned_by": "pyllama", "created": p.settings.started,

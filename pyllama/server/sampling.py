@@ -157,7 +157,7 @@ def default_params(settings: Settings) -> dict[str, Any]:
              if f.name not in ("logit_bias", "grammar", "grammar_triggers")}
     shown["dry_sequence_breakers"] = list(_DEFAULT.dry_sequence_breakers)
     shown.update(temperature=_given(settings.temperature, _DEFAULT.temperature), seed=_given(settings.seed, -1),
-                 n_predict=_given(settings.n_predict, -1))
+                 n_predict=_given(settings.n_predict, -1), post_sampling_probs=False)
     return shown
 
 
@@ -167,6 +167,7 @@ def generation_settings(request: Request, limit: int, n_ctx: int) -> dict[str, A
     shown: dict[str, Any] = {f.name: getattr(params, f.name) for f in dataclasses.fields(params)
                              if f.name not in ("logit_bias", "grammar_triggers", "dry_sequence_breakers")}
     shown.update(n_predict=limit, n_ctx=n_ctx, stop=list(request.stops), n_probs=request.logprobs or 0,
+                 post_sampling_probs=request.post_sampling,
                  dry_sequence_breakers=list(params.dry_sequence_breakers), grammar=params.grammar or "",
                  logit_bias=[{"token": t, "bias": b if b != float("-inf") else None}  # JSON has no -inf
                              for t, b in (params.logit_bias or {}).items()])

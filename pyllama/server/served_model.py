@@ -11,6 +11,7 @@ can cause is a :class:`RequestError` naming the field.
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -33,7 +34,7 @@ from .engine import Engine, Job
 from .errors import RequestError
 from .inbox import Inbox
 from .lora_adapters import Adapters
-from .media_fetch import fetch_media
+from .media_fetch import fetch_media, read_media_file
 from .ranking import Ranker
 from .sampling import Sampling, grammar_of, response_format
 from .schemas.common import GenerationFields, JSONPrompt
@@ -49,7 +50,7 @@ class ServedModel:
         self.model = Model(settings.model, **settings.model_options())
         self.adapters = Adapters(self.model, settings.loras, apply=not settings.lora_init_without_apply)
         self.vocab = self.model.vocab
-        self.template = chat_template(self.model, settings.chat_format)
+        self.template = chat_template(self.model, settings.chat_format, settings.jinja)
         n_ctx = settings.n_ctx or self.model.n_ctx_train
         threads = {"n_threads": settings.n_threads, "n_threads_batch": settings.n_threads_batch}
         with_draft = settings.model_draft and not (settings.spec_type or "").startswith(("ngram", "none"))
@@ -61,7 +62,7 @@ class ServedModel:
                              min_draft=settings.draft_min, kv_unified=settings.kv_unified,
                              prompt_cache=RAMCache(settings.cache_ram_mib << 20) if settings.cache_ram_mib else None,
                              type_k=_cache_type(settings.cache_type_k), type_v=_cache_type(settings.cache_type_v),
-                             swa_full=settings.swa_full, **threads)
+                             swa_full=settings.swa_full, cache_idle_slots=settings.cache_idle_slots, **threads)
         self.sampling = Sampling(self.vocab, self.engine.n_ctx, settings.temperature, settings.seed)
         self.embedder: Context | None = None
         if settings.embedding:  # a second context on the same weights, not a second copy of them
@@ -76,6 +77,7 @@ class ServedModel:
             self.projector = Projector(self.model, settings.mmproj, n_threads=settings.n_threads,
                                        use_gpu=self.model.uses_gpu)
             self.media = MediaReader(self.projector, fetch=fetch_media if settings.allow_remote_media else None,
+                                     read_file=functools.partial(read_media_file, settings.media_path),
                                      max_bytes=settings.media_max_bytes)
 
     def _drafters(self, n_ctx: int) -> list[Drafter]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import os
 import re
@@ -50,6 +51,7 @@ class Settings:
     n_parallel: int = 4
     max_queue: int = 64
     chat_format: str | None = None
+    jinja: bool = True  # off: llama.cpp's built-in template handling (llama_chat_apply_template), as llama-server's
     embedding: bool = False
     reranking: bool = False
     pooling: str | None = None
@@ -66,6 +68,7 @@ class Settings:
     cors_origins: tuple[str, ...] = ()
     slot_save_path: str | None = None
     cache_ram_mib: int = 0
+    cache_idle_slots: bool = True  # with cache_ram_mib: a new task stashes the idle slots' KV there and frees it
     model_draft: str | None = None
     spec_type: str | None = None
     draft_max: int = 16
@@ -83,6 +86,7 @@ class Settings:
     mmproj: str | None = None  # multimodal projector: images (and audio) in chat messages
     allow_remote_media: bool = False  # let requests name http(s) image URLs the server downloads
     media_max_bytes: int = 20 << 20
+    media_path: str | None = None  # folder that file:// image URLs name files in (llama-server's --media-path)
     # the model lifecycle (server/model_pool.py): per model...
     sleep_idle_seconds: float = -1  # unload after this long without requests (-1: never); reload on the next
     load_on_startup: bool = True
@@ -92,6 +96,8 @@ class Settings:
     models_memory_mib: int = 0  # MiB of model files loaded at once (0: no limit)
     models_autoload: bool = True  # a request for a model not loaded loads it
     started: int = dataclasses.field(default_factory=lambda: int(time.time()))
+    # router mode: the models the flags and files declare now (GET /models?reload=1); ValueError if they are wrong
+    reread: Callable[[], list[Settings]] | None = dataclasses.field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         self.model_alias = self.model_alias or Path(self.model).name
@@ -204,6 +210,10 @@ OPTIONS = [
     Option("chat_format", str, "named chat format or jinja template (default: the model's own)",
            ("--chat-template",)),
     Option("chat_template_file", str, "a jinja chat template in a file", ("--chat-template-file",)),
+    Option("jinja", _flag, "render chat templates with jinja (default true); --no-jinja: llama.cpp's built-in "
+                           "template handling, as llama-server's: the template (the model's, or --chat-template) is "
+                           "recognized as one of its built-in formats, and requests with tools are refused",
+           switch=True, negation="--no-jinja"),
     Option("embedding", _flag, "also serve /v1/embeddings", ("--embeddings",), switch=True),
     Option("reranking", _flag, "serve /rerank with a reranker model", ("--rerank",), switch=True),
     Option("pooling", str, "embedding pooling: none, mean, cls, last or rank (default: the model's)"),
@@ -232,6 +242,9 @@ OPTIONS = [
     Option("slot_save_path", str, "folder for /slots save and restore (off without it)"),
     Option("cache_ram_mib", int, "MiB of RAM that keep prompt states of slots reused for other prompts",
            ("--cache-ram", "-cram")),
+    Option("cache_idle_slots", _flag, "with --cache-ram: when a request starts, keep the other idle slots' prompts "
+                                      "in that cache and free their KV for it (default true, as llama-server's)",
+           switch=True, negation="--no-cache-idle-slots"),
     Option("model_draft", str, "draft model for speculative decoding", ("-md", "--spec-draft-model")),
     Option("spec_type", str, "speculative decoding: ngram (prompt lookup, also llama.cpp's ngram-*), draft-simple "
                              "(with --model-draft, the default then) or none"),
@@ -249,6 +262,8 @@ OPTIONS = [
     Option("allow_remote_media", _flag, "let chat requests name http(s) image URLs that the server downloads "
            "(default off: images come as data URLs)", switch=True),
     Option("media_max_bytes", int, "largest image or audio a request may send, in bytes (default 20 MiB)"),
+    Option("media_path", str, "folder chat requests may read images from, as file://NAME (a path inside it; no "
+                              "..) (default: none, file:// URLs are refused)"),
     Option("config", str, "JSON file serving several models: {\"models\": [{\"model\": ..., "
                           "\"model_alias\": ...}, ...]} plus any server option at the top level"),
     Option("models_dir", str, "folder of GGUF models loaded on demand (llama-server's router mode): FILE.gguf is "
@@ -275,6 +290,8 @@ DECLARING = ("config", "models_dir", "models_preset")  # flags that declare the 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one line: the usage of ~50 flags would bury it
+        if not self.exit_on_error:  # re-reading the models of a running server: its caller answers
+            raise ValueError(message)
         self.exit(2, f"{self.prog}: error: {message} (--help lists the flags)\n")
 
 
@@ -286,8 +303,8 @@ def _spellings(option: Option) -> list[str]:
 _SPELLINGS = {spelling for option in OPTIONS for spelling in _spellings(option)}
 
 
-def _parser(prog: str) -> argparse.ArgumentParser:
-    parser = _Parser(prog=prog,
+def _parser(prog: str, exit_on_error: bool = True) -> argparse.ArgumentParser:
+    parser = _Parser(prog=prog, exit_on_error=exit_on_error,
                                      description="OpenAI-compatible server for GGUF models (llama-server's and "
                                                  "llama-cpp-python's flags both work)")
     for option in OPTIONS:
@@ -326,10 +343,12 @@ def _values(parser: argparse.ArgumentParser, args: argparse.Namespace,
     return values
 
 
-def parse(argv: Sequence[str] | None = None, prog: str = "python -m pyllama.server") -> Settings | list[Settings]:
+def parse(argv: Sequence[str] | None = None, prog: str = "python -m pyllama.server",
+          exit_on_error: bool = True) -> Settings | list[Settings]:
     """Settings from flags and environment; with ``--config``, ``--models-dir`` or ``--models-preset``,
-    one Settings per model. ``prog`` names the command in errors."""
-    parser = _parser(prog)
+    one Settings per model. ``prog`` names the command in errors; without ``exit_on_error`` an error
+    raises ValueError instead of exiting."""
+    parser = _parser(prog, exit_on_error)
     values = _values(parser, parser.parse_args(argv), os.environ)
     if values.pop("list_devices", False):
         print(_device_list(), end="")
@@ -351,7 +370,8 @@ def parse(argv: Sequence[str] | None = None, prog: str = "python -m pyllama.serv
         every, sections = _read_preset(parser, declared["models_preset"]) if "models_preset" in declared else ({}, {})
         for name in {**found, **sections}:
             entry = {"load_on_startup": False, **every, **found.get(name, {}), **sections.get(name, {}), **shared,
-                     **server, "model_alias": (name,), "router": True}
+                     **server, "model_alias": (name,), "router": True,
+                     "reread": functools.partial(_reread, argv, prog)}
             if "model" not in entry:
                 parser.error(f"the model '{name}' in {declared['models_preset']} names no file: add model = PATH")
             entries.append(entry)
@@ -362,6 +382,15 @@ def parse(argv: Sequence[str] | None = None, prog: str = "python -m pyllama.serv
     if len(set(names)) != len(names):
         parser.error(f"model aliases must differ: {names}")
     return models
+
+
+def _reread(argv: Sequence[str] | None, prog: str) -> list[Settings]:
+    """The models the same flags declare now that their files may have changed (GET /models?reload=1)."""
+    try:
+        models = parse(argv, prog, exit_on_error=False)
+    except argparse.ArgumentError as exc:  # a preset value of the wrong type
+        raise ValueError(str(exc)) from None
+    return models if isinstance(models, list) else [models]
 
 
 def _read_config(parser: argparse.ArgumentParser, config: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -400,6 +429,9 @@ def _scan_models_dir(parser: argparse.ArgumentParser, folder: str) -> dict[str, 
 
 
 PRESET_ONLY = {"load-on-startup", "stop-timeout", "dedup-cache-models"}  # llama-server's keys that are no flags
+# llama-server's Hugging Face model keys: pyllama downloads nothing, so the repository is listed as the model's
+# file, and loading it fails (file not found) unless it is one; the file within it is the download's to pick
+HF_REPO, HF_FILE = {"hf-repo", "hf", "hfr", "LLAMA_ARG_HF_REPO"}, {"hf-file", "hff", "LLAMA_ARG_HF_FILE"}
 
 
 def _read_preset(parser: argparse.ArgumentParser, path: str) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
@@ -436,7 +468,11 @@ def _preset_values(parser: argparse.ArgumentParser, path: str, section: str,
                  for n in ((option.negation,) if isinstance(option.negation, str) else option.negation)}
     argv: list[str] = []
     extra: dict[str, Any] = {}
+    repository: dict[str, Any] = {}  # a model = PATH wins over it
     for key, value in pairs:
+        if key in HF_REPO | HF_FILE:
+            repository.update({"model": value} if key in HF_REPO else {})
+            continue
         if key in PRESET_ONLY:
             if key == "load-on-startup":
                 extra["load_on_startup"] = _flag(value)
@@ -449,7 +485,7 @@ def _preset_values(parser: argparse.ArgumentParser, path: str, section: str,
             argv += [flag] if _flag(value) else []
         else:
             argv += [flag, value]
-    return {**_values(parser, parser.parse_args(argv), {}), **extra}
+    return {**repository, **_values(parser, parser.parse_args(argv), {}), **extra}
 
 
 def _device_list() -> str:
@@ -525,9 +561,24 @@ def _settings(parser: argparse.ArgumentParser, values: dict) -> Settings:
         values["kv_unified"] = "n_parallel" not in values
     if values.get("stop_timeout", 0) < 0:
         parser.error(f"--stop-timeout is {values['stop_timeout']:g}; it must be 0 or more seconds")
+    if values.get("media_path") and not Path(values["media_path"]).is_dir():
+        parser.error(f"--media-path {values['media_path']} is not a folder")
+    if values.get("jinja") is False and values.get("chat_format") is not None:
+        _check_builtin_template(parser, values["chat_format"])
     if values.get("slot_save_path") and not Path(values["slot_save_path"]).is_dir():
         parser.error(f"--slot-save-path {values['slot_save_path']} is not a folder")
     return Settings(**values, api_keys=frozenset(keys))
+
+
+def _check_builtin_template(parser: argparse.ArgumentParser, template: str) -> None:
+    """--no-jinja with --chat-template: llama-server refuses to start with a template its built-in
+    handling does not recognize; so does this server."""
+    from ..chat.builtin import builtin_supports
+
+    if not builtin_supports(template):
+        shown = template if len(template) < 80 else template[:77] + "..."
+        parser.error(f"the chat template {shown!r} is not one llama.cpp's built-in handling knows (--no-jinja only "
+                     "takes commonly used templates; drop --no-jinja to render it with jinja)")
 
 
 def _check_placement(parser: argparse.ArgumentParser, values: dict[str, Any]) -> None:

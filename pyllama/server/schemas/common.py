@@ -129,6 +129,8 @@ class GenerationFields(Body):
     id_slot: int = Field(-1, ge=-1, le=INT32_MAX, description="run in this slot (waiting for it); -1: any")
     return_progress: bool = Field(False, description="stream prompt_progress while the prompt is evaluated")
     timings_per_token: bool = Field(False, description="every streamed chunk carries the timings so far")
+    post_sampling_probs: bool = Field(False, description="with n_probs / logprobs: the probabilities after the "
+                                                         "sampler chain (prob, top_probs), not the model's logprobs")
     verbose: bool | None = Field(None, description="add __verbose (the prompt as the model saw it); "
                                                    "default: the server's -v")
     n_keep: int = Field(0, ge=-1, le=INT32_MAX, description="with context shifting: prompt tokens never dropped "

@@ -1,18 +1,19 @@
-"""llama-cpp-python keyword arguments that have no effect in pyllama.
+"""llama-cpp-python keyword arguments that ``Llama`` ignores, refuses or translates.
 
-They are accepted, so ported code and frameworks (LangChain passes ``n_parts`` and ``lora_base``
-on every load) run unchanged; one warning names those given a value that asks for something.
-A keyword that is not in these tables still raises TypeError, as a misspelling should.
+The ignored ones are accepted, so ported code and frameworks (LangChain passes ``n_parts`` and
+``lora_base`` on every load) run unchanged; one warning names those given a value that asks for
+something. A keyword that is not in these tables still raises TypeError, as a misspelling should
+(llama-cpp-python itself swallows any keyword).
 """
 
 from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
-from ..errors import IgnoredArgumentWarning
+from .errors import IgnoredArgumentWarning
 
 ANY_VALUE = None  # marks arguments whose every value is harmless here
 
@@ -21,7 +22,8 @@ LLAMA_ARGUMENTS: Mapping[str, Collection[Any] | None] = {
     "logits_all": ANY_VALUE,  # logprobs work without it
     "no_perf": ANY_VALUE,  # timing counters only
     "offload_kqv_warned": ANY_VALUE, "type_k_warned": ANY_VALUE, "embd_normalize": ANY_VALUE,
-    "mul_mat_q": (True,), "f16_kv": (True,), "low_vram": (False,),  # switches of old releases
+    "mul_mat_q": (True,), "low_vram": (False,),  # switches of old releases
+    "f16_kv": (True,),  # llama-cpp-python drops it too: its KV cache is F16 (type_k/type_v choose another)
     "last_n_tokens_size": (64,),  # the penalties' window: pyllama's is 64
     "numa": (False, 0),
     "spm_infill": (False,),
@@ -58,6 +60,13 @@ def check_ignored(function: str, given: Mapping[str, Any], ignored: Mapping[str,
     if asking:
         warnings.warn(f"{function}() ignores {', '.join(asking)}: llama-cpp-python arguments that have no effect "
                       "in pyllama", IgnoredArgumentWarning, stacklevel=3)
+
+
+def rpc_server_list(rpc_servers: str | Sequence[str] | None) -> Sequence[str] | None:
+    """llama-cpp-python takes the RPC servers as one comma-separated string; Model takes a list."""
+    if isinstance(rpc_servers, str):
+        return [server.strip() for server in rpc_servers.split(",") if server.strip()]
+    return rpc_servers
 
 
 def projector_of(chat_handler: Any) -> str | None:
