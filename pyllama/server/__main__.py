@@ -73,7 +73,8 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m pyllama.serve
                   flush=True)
     config = uvicorn.Config(app, ssl_keyfile=settings.ssl_keyfile, ssl_certfile=settings.ssl_certfile,
                             log_level="info" if settings.verbose else "warning",
-                            access_log=settings.verbose)
+                            access_log=settings.verbose,
+                            http="h11")  # httptools (pulled in by ray) lowercases header names; clients compare them as sent
     server = GracefulServer(config, app.state.drain, pool.engines, settings.stop_timeout)
     server.run(sockets=sockets)
     if app.state.drain.draining:
