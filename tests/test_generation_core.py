@@ -12,7 +12,8 @@ import pytest
 from pyllama import Batch, ClosedError, Context, Llama, Model
 from pyllama.generation.generator import Event, Request
 from pyllama.generation.params import SamplingParams
-from pyllama.server.engine import Engine, Job
+from pyllama.server.engine import Engine
+from pyllama.server.job import Job
 
 READABLE = {t: -100.0 for t in range(3, 259)} | {2: -100.0}  # words and letters only, no EOS
 

@@ -19,7 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from ..chat import ChatChunker, ChatPlan, chat_header, chat_response
 from ..generation.generator import Event, Request, TokenInfo
 from ..text_completion import completion_probabilities, logprobs_dict
-from .engine import Job
+from .job import Job
 from .errors import RequestError, validation_message
 from .sampling import check_grammar
 from .schemas.openai import ChatRequest

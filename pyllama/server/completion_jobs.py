@@ -15,7 +15,7 @@ from starlette.concurrency import run_in_threadpool
 
 from ..generation.generator import Event, Request, TokenInfo
 from ..multimodal import MediaPrompt
-from .engine import Job
+from .job import Job
 from .errors import RequestError
 from .sampling import check_grammar, completion_grammar
 from .schemas.common import MAX_CHOICES, GenerationFields, JSONPrompt

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
-import dataclasses
 import logging
 import threading
 import time
@@ -45,38 +44,18 @@ from ..batch import Batch
 from ..context import Context
 from ..errors import EngineStoppedError, KVCacheFullError, QueueFullError
 from ..generation.cache import LlamaState, RAMCache
-from ..generation.generator import Event, Generation, Request
+from ..generation.generator import Event, Generation
 from ..generation.draft_policy import DecodeCost, DraftPolicy
 from ..generation.kv_sequence import common_prefix, discarded_by_shift
 from ..generation.speculative import Drafter, guess
 from ..lora import AppliedLoras
 from ..model import Model
+from .engine_stats import Stats
+from .job import Job
 from ..multimodal.prompt import reusable_prefix, text_ahead
 
 logger = logging.getLogger("pyllama.server")
 T = TypeVar("T")
-
-
-@dataclasses.dataclass
-class Job:
-    request: Request
-    max_tokens: int  # tokens it may generate (the route folded in the room left in the context)
-    seed: int
-    emit: Callable[[Event], None] = lambda event: None  # called from the engine thread; set by the submitter
-    keep: int = 0  # with context shifting: tokens at the start that are never dropped
-    cache_prompt: bool = True  # reuse a slot's cached prefix
-    slot_id: int = -1  # a particular slot (llama-server's id_slot); -1: the best idle one
-    # built by the submitter (its grammar compiled off this thread), else by the engine at admission
-    generation: Generation | None = None
-    progress: bool = False  # report prompt evaluation as it goes (llama-server's return_progress)
-    timings_each: bool = False  # every event carries the timings so far (timings_per_token)
-    loras: AppliedLoras = ()  # LoRA adapters and scales it runs with
-    cancelled: threading.Event = dataclasses.field(default_factory=threading.Event)
-    submitted: float = dataclasses.field(default_factory=time.monotonic)
-
-    @property
-    def prompt_tokens(self) -> list[int]:
-        return self.request.prompt_tokens
 
 
 class _Slot:
@@ -110,37 +89,6 @@ class _Slot:
 
 # what a slot put in a step's batch: the slot, its tokens, and whether they were generated (else prompt)
 _Added = tuple[_Slot, list[int], bool]
-
-
-@dataclasses.dataclass
-class Stats:
-    """Counters since the start (llama-server's /metrics)."""
-
-    requests: int = 0
-    prompt_tokens: int = 0  # evaluated (cached ones cost nothing)
-    prompt_tokens_cached: int = 0
-    prompt_seconds: float = 0.0
-    generated_tokens: int = 0
-    generation_seconds: float = 0.0
-    decodes: int = 0
-    busy_slot_decodes: int = 0  # slots in each decode, summed
-    most_tokens: int = 0  # the most any sequence held
-    drafted_tokens: int = 0
-    accepted_tokens: int = 0
-    drafts: int = 0
-    busy_seconds: float = 0.0
-    failed_requests: int = 0
-
-    def embedded(self, tokens: int, decodes: int, seconds: float) -> None:
-        """Embeddings sample nothing, but their prompts cost decodes (llama-server counts them)."""
-        self.prompt_tokens += tokens
-        self.decodes += decodes
-        self.prompt_seconds += seconds
-
-    def finished(self, event: Event) -> None:
-        if event.timings:
-            self.prompt_seconds += event.timings["prompt_ms"] / 1e3
-            self.generation_seconds += event.timings["predicted_ms"] / 1e3
 
 
 class Engine:

@@ -27,7 +27,9 @@ from ..generation.generator import Event, Request, TokenInfo
 from ..rerank import ranking
 from ..text_completion import completion_probabilities
 from .completion_jobs import Choices, completion_prompts, prepare
-from .engine import Engine, Job, Stats
+from .engine import Engine
+from .engine_stats import Stats
+from .job import Job
 from .errors import RequestError, error_response
 from .sampling import default_params, generation_settings
 from .schemas.common import LoraScale

@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
-from .engine import Engine, Stats
+from .engine import Engine
+from .engine_stats import Stats
 from .errors import RequestError
 from .served_model import ServedModel
 from .settings import Settings

@@ -30,7 +30,8 @@ from ..generation.generator import Event, Generation, Request, infill_prompt
 from ..generation.speculative import Drafter, DraftModel, PromptLookupDecoding
 from ..model import Model
 from ..multimodal import MediaPrompt, Projector, default_marker
-from .engine import Engine, Job
+from .engine import Engine
+from .job import Job
 from .errors import RequestError
 from .inbox import Inbox
 from .lora_adapters import Adapters
