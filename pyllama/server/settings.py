@@ -13,13 +13,13 @@ import dataclasses
 import functools
 import json
 import os
-import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from ..errors import NoModelError
+from .model_files import models_dir, preset_sections
 from ..placement import (SPLIT_MODES, check_devices, check_overrides, check_split, moe_overrides, offload_devices,
                          parse_devices, parse_overrides, parse_split, parse_split_mode)
 
@@ -408,24 +408,10 @@ def _read_config(parser: argparse.ArgumentParser, config: str) -> tuple[dict[str
 
 
 def _scan_models_dir(parser: argparse.ArgumentParser, folder: str) -> dict[str, dict[str, Any]]:
-    """llama-server's --models-dir: FILE.gguf is the model FILE; a subfolder is one model named after
-    it (its first shard ``*-00001-of-*``, or its one GGUF), with a ``*mmproj*`` file as its projector."""
-    root = Path(folder)
-    if not root.is_dir():
-        parser.error(f"--models-dir {folder} is not a folder")
-    found: dict[str, dict[str, Any]] = {}
-    for path in sorted(root.iterdir()):
-        if path.is_dir():
-            files = sorted(p for p in path.glob("*.gguf") if "mmproj" not in p.name)
-            shards = [p for p in files if "-00001-of-" in p.name]
-            projectors = sorted(path.glob("*mmproj*.gguf"))
-            if shards or files:
-                found[path.name] = {"model": str((shards or files)[0])}
-                if projectors:
-                    found[path.name]["mmproj"] = str(projectors[0])
-        elif path.suffix == ".gguf" and "mmproj" not in path.name:
-            found[path.stem] = {"model": str(path)}
-    return found
+    try:
+        return models_dir(folder)
+    except ValueError as exc:
+        parser.error(str(exc))
 
 
 PRESET_ONLY = {"load-on-startup", "stop-timeout", "dedup-cache-models"}  # llama-server's keys that are no flags
@@ -439,24 +425,9 @@ def _read_preset(parser: argparse.ArgumentParser, path: str) -> tuple[dict[str, 
     are flags without their dashes (``n-gpu-layers``, ``c``) or llama-server's environment
     names (``LLAMA_ARG_N_GPU_LAYERS``)."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        parser.error(f"cannot read the preset file {path}: {exc}")
-    sections: dict[str, list[tuple[str, str]]] = {}
-    section = ""  # keys before the first header (llama-server's "version = 1")
-    for number, raw in enumerate(text.splitlines(), 1):
-        line = re.split(r"\s[;#]|^[;#]", raw.strip(), maxsplit=1)[0].strip()  # ; and # start comments
-        if not line:
-            continue
-        if line.startswith("[") and line.endswith("]"):
-            section = line[1:-1].strip()
-            sections.setdefault(section, [])
-        elif "=" in line:
-            key, value = (part.strip() for part in line.split("=", 1))
-            if key != "version":
-                sections.setdefault(section, []).append((key, value))
-        else:
-            parser.error(f"{path} line {number}: expected [name] or key = value, got {raw.strip()!r}")
+        sections = preset_sections(path)
+    except ValueError as exc:
+        parser.error(str(exc))
     settings = {name: _preset_values(parser, path, name, pairs) for name, pairs in sections.items() if name}
     return settings.pop("*", {}), settings
 
