@@ -60,6 +60,15 @@ class ContextParams:
     embeddings: bool
 
 
+def _flash_attn(asked: bool | FlashAttnType | None, type_v: GGMLType | int | None) -> bool | FlashAttnType | None:
+    """None: off, as llama-cpp-python has it (on a CPU it slows short contexts: 0.62x on a 110M
+    Q8_0 model, bench/completion.py), unless a quantized V cache needs it (llama.cpp's auto)."""
+    if asked is not None:
+        return asked
+    return None if type_v is not None and GGMLType(type_v) not in (GGMLType.F32, GGMLType.F16, GGMLType.BF16) \
+        else False
+
+
 class Llama:
     """llama-cpp-python's ``Llama``, keywords and accessors included: ``llama_cpp.Llama`` is this
     class (pyllama.compat), so frameworks written for it run on pyllama unchanged."""
@@ -104,7 +113,7 @@ class Llama:
         self.context = None if vocab_only else Context(  # a vocab_only Llama only tokenizes
             self.model, n_ctx=n_ctx or self.model.n_ctx_train, n_batch=min(n_batch, n_ctx or n_batch),
             n_ubatch=n_ubatch, n_threads=n_threads, n_threads_batch=n_threads_batch, embeddings=embedding,
-            pooling_type=pooling_type, attention_type=attention_type, flash_attn=flash_attn, type_k=type_k,
+            pooling_type=pooling_type, attention_type=attention_type, flash_attn=_flash_attn(flash_attn, type_v), type_k=type_k,
             type_v=type_v, offload_kqv=offload_kqv, swa_full=swa_full, rope_scaling_type=rope_scaling_type,
             rope_freq_base=rope_freq_base, rope_freq_scale=rope_freq_scale, yarn_ext_factor=yarn_ext_factor,
             yarn_attn_factor=yarn_attn_factor, yarn_beta_fast=yarn_beta_fast, yarn_beta_slow=yarn_beta_slow,

@@ -267,3 +267,17 @@ def test_from_pretrained_uses_the_local_hub_cache(tiny_spm, tmp_path):
         assert greedy(llm, "hello", max_tokens=2)["choices"][0]["text"]
     with pytest.raises(ValueError, match="exactly one"):
         Llama.from_pretrained("tiny/llama-gguf", "*.nothing", cache_dir=tmp_path, local_files_only=True)
+
+
+def test_flash_attention_is_off_by_default_unless_a_quantized_v_cache_needs_it(tmp_path):
+    from models import Shape, write_llama
+    from pyllama.enums import GGMLType
+    from pyllama.llama import _flash_attn
+
+    assert _flash_attn(None, None) is False and _flash_attn(None, GGMLType.F16) is False  # llama-cpp-python's
+    assert _flash_attn(None, GGMLType.Q8_0) is None  # llama.cpp's auto: a quantized V cache needs it
+    assert _flash_attn(True, None) is True
+    path = tmp_path / "head-32.gguf"  # a q8_0 cache needs heads of a whole block (32)
+    write_llama(path, shape=Shape(n_embd=64, n_head=2, n_head_kv=1))
+    with Llama(str(path), n_ctx=64, type_k=GGMLType.Q8_0, type_v=GGMLType.Q8_0, verbose=False) as quantized:
+        assert quantized("hello", max_tokens=2)["usage"]["completion_tokens"] == 2
