@@ -120,6 +120,8 @@ def test_fit_and_info(tiny_spm):
     (["quantize", "{model}", "/no/such/folder/out.gguf", "q8_0"], 1, "the folder for /no/such/folder/out.gguf does not"),
     (["serve", "--model", "/no/such/model.gguf"], 2, "model file not found: /no/such/model.gguf (--help lists"),
     (["serve", "--model", "{model}", "-ctk", "q3"], 2, "--cache-type-k must be one of"),
+    (["serve", "--ray", "--replicas", "3", "--max-replicas", "2", "--model", "{model}"], 2,
+     "expected 1 <= --replicas <= --max-replicas, got 3 and 2"),
 ])
 def test_errors_are_one_line(args, code, fragment, tiny_spm):
     result = pyllama(*(a.format(model=tiny_spm[0]) for a in args))
@@ -141,6 +143,27 @@ def test_a_missing_extra_is_named_in_one_line(command, blocked, extra, monkeypat
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"pyllama {command[0]}: error: {blocked} ")
     assert lines[0].endswith(f" not installed: pip install 'pyllama-cffi[{extra}]'")
+
+
+def test_serve_ray_help_lists_its_options_then_the_server_flags():
+    result = pyllama("serve", "--ray", "--help")
+    assert result.returncode == 0, result.stderr
+    ray_part, _, server_part = result.stdout.partition("SERVER_FLAGS, for every replica")
+    assert "--replicas" in ray_part and "--max-replicas" in ray_part and "--routing" in ray_part
+    assert "--model" in server_part and "--parallel" in server_part
+
+
+@pytest.mark.parametrize("command, expected", [
+    (["--replicas", "2"], {"num_replicas": 2}),
+    (["--replicas", "1", "--max-replicas", "4", "--replica-cpus", "8"],
+     {"ray_actor_options": {"num_cpus": 8.0}, "autoscaling_config": {"min_replicas": 1, "max_replicas": 4,
+                                                                     "target_ongoing_requests": 3}}),
+])
+def test_serve_ray_options_become_rays_deployment_options(command, expected):
+    from pyllama.ray.serve import _parser, deployment_options
+
+    options, _ = _parser("pyllama serve").parse_known_args(["--ray", *command, "-m", "m.gguf"])
+    assert deployment_options(options, n_parallel=3) == expected
 
 
 def test_unknown_quant_type(tiny_spm, tmp_path):

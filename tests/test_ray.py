@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import openai
@@ -119,17 +120,33 @@ def _ending(lines) -> str:
     return json.loads(last)["error"]["code"] if last else "nothing"
 
 
+def _continuation(k: int, max_tokens: int) -> dict:
+    """The next turn of stream ``k``'s conversation: the router sends it where that stream runs."""
+    messages = [{"role": "user", "content": f"story number {k}, a long one please"},
+                {"role": "assistant", "content": "Once"}, {"role": "user", "content": "go on"}]
+    return {"model": "tiny", "messages": messages, "max_tokens": max_tokens, "temperature": 0,
+            "logit_bias": READABLE}
+
+
 def test_a_replica_killed_mid_load(endpoint):
-    with httpx.Client(timeout=120) as http:
+    with httpx.Client(timeout=120) as http, ThreadPoolExecutor(1) as background:
         streams = [_open_stream(http, endpoint, k) for k in range(4)]
         homes = [response.headers["x-pyllama-replica"] for _, response, _ in streams]
         assert len(set(homes)) == REPLICAS  # new conversations spread over both replicas
         victim = homes[-1]  # its last stream has surely not finished
+        probe = http.post(f"{endpoint}/v1/chat/completions", json=_continuation(3, 1))
+        assert probe.headers["x-pyllama-replica"] == victim  # so the next continuation goes there too
+        unanswered = background.submit(http.post, f"{endpoint}/v1/chat/completions", json=_continuation(3, 1800))
+        time.sleep(1)  # generating on the victim, nothing sent yet (a whole answer comes at its end)
         ray.kill(ray.get_actor(victim, namespace="serve"), no_restart=True)
         endings = [_ending(lines) for _, _, lines in streams]
         for stream, _, _ in streams:
             stream.__exit__(None, None, None)
+        retried = unanswered.result()
     assert endings == ["replica_unavailable" if home == victim else "done" for home in homes]
+    assert retried.status_code == 200, retried.text  # sent again, to the replica left
+    assert retried.headers["x-pyllama-replica"] not in (victim, None)
+    assert retried.json()["choices"][0]["finish_reason"] in ("length", "stop")
     client = client_of(endpoint)
     for _ in range(4):  # the endpoint answers at once, from the replica left
         assert client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "hi"}],

@@ -125,6 +125,7 @@ def test_interleaved_conversations_spread_and_stay_on_their_replicas(concurrent)
 @pytest.mark.parametrize("method, path, refused", [
     ("GET", "/slots", True), ("POST", "/slots/0", True), ("POST", "/lora-adapters", True),
     ("POST", "/models/load", True), ("POST", "/models/unload", True), ("GET", "/metrics", True),
+    ("POST", "/models", True), ("DELETE", "/models", True), ("GET", "/models/sse", True), ("GET", "/models", False),
     ("GET", "/lora-adapters", False), ("POST", "/v1/chat/completions", False), ("GET", "/v1/models", False),
     ("GET", "/health", False), ("GET", "/props", False),
 ])
@@ -171,3 +172,56 @@ def test_a_request_through_an_app_in_process_streams_and_disconnects():
     start, *parts = asyncio.run(three_parts())
     assert start["type"] == "http.response.start" and (b"x-kind", b"endless") in start["headers"]
     assert [p["body"] for p in parts] == [b"ping", b"ping"] and all(p["more_body"] for p in parts)
+
+
+# --- keys from the rendered prompt (pyllama/ray/prompt_keys.py) -------------------------------
+
+@pytest.fixture(scope="module")
+def prompt_keys(tiny_spm):
+    from pyllama.ray.prompt_keys import PromptKeys
+    from pyllama.server.settings import parse
+
+    keys = PromptKeys(parse(["-m", str(tiny_spm[0]), "-a", "tiny"]))
+    yield keys
+    keys.close()
+
+
+def test_a_chat_key_is_the_prompt_the_replica_renders(prompt_keys, model):
+    from pyllama.chat import chat_template, plan_chat
+    from pyllama.ray.keys import tokens_key
+
+    messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "what is a planet?"}]
+    body = json.dumps({"model": "tiny", "messages": messages, "max_tokens": 4}).encode()
+    expected = plan_chat(chat_template(model), model.vocab, messages).prompt_tokens  # a server's, from the weights' file
+    assert prompt_keys.key("/v1/chat/completions", body) == tokens_key("tiny", expected)
+    assert prompt_keys.key("/chat/completions", body) == tokens_key("tiny", expected)
+    assert prompt_keys.key("/v1/messages", body) == routing_key(body)  # Anthropic's route: the JSON key
+
+
+def test_a_completion_key_is_its_tokens(prompt_keys, model):
+    from pyllama.ray.keys import tokens_key
+
+    text = json.dumps({"prompt": "once upon a time"}).encode()
+    tokens = model.vocab.tokenize("once upon a time", add_special=True, parse_special=True)
+    assert prompt_keys.key("/completion", text) == tokens_key("", tokens)
+    assert prompt_keys.key("/v1/completions", json.dumps({"prompt": [5, 6, 7]}).encode()) == tokens_key("", [5, 6, 7])
+
+
+@pytest.mark.parametrize("body", [
+    {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:,"}}]}]},
+    {"messages": "not a list"},
+    {"messages": [{"role": "user", "content": "hi"}], "tools": [{"type": "function"}]},
+])
+def test_a_chat_the_ingress_cannot_render_gets_the_json_key(prompt_keys, body):
+    data = json.dumps(body).encode()
+    assert prompt_keys.key("/v1/chat/completions", data) == routing_key(data)
+
+
+def test_without_a_readable_model_every_key_is_the_json_key(tmp_path):
+    from pyllama.ray.prompt_keys import PromptKeys
+    from pyllama.server.settings import Settings
+
+    body = json.dumps({"messages": [{"role": "user", "content": "hi"}]}).encode()
+    assert PromptKeys(None).key("/v1/chat/completions", body) == routing_key(body)  # several models
+    missing = Settings(model=str(tmp_path / "gone.gguf"))
+    assert PromptKeys(missing).key("/v1/chat/completions", body) == routing_key(body)

@@ -51,4 +51,4 @@ def application(flags: list[str], routing: str = "prefix", router: dict[str, Any
         PrefixAffinity(**router)  # bad options fail here, not in each ingress
         options["request_router_config"] = RequestRouterConfig(
             request_router_class="pyllama.ray.router:PrefixAwareRouter", request_router_kwargs=router)
-    return Ingress.bind(Replica.options(**options).bind(flags))
+    return Ingress.bind(Replica.options(**options).bind(flags), flags)

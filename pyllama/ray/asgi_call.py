@@ -14,26 +14,23 @@ from typing import Any
 
 from starlette.types import ASGIApp
 
+from ..server.gate import replay_body
+
 Message = dict[str, Any]
 
 
 async def call(app: ASGIApp, scope: dict[str, Any], body: bytes) -> AsyncIterator[Message]:
     sent: asyncio.Queue[Message | None] = asyncio.Queue()
     disconnected = asyncio.Event()
-    body_read = False
 
-    async def receive() -> Message:
-        nonlocal body_read
-        if not body_read:
-            body_read = True
-            return {"type": "http.request", "body": body, "more_body": False}
+    async def disconnect() -> Message:
         await disconnected.wait()
         return {"type": "http.disconnect"}
 
     async def send(message: Message) -> None:
         sent.put_nowait(message)
 
-    task = asyncio.create_task(app(scope, receive, send))
+    task = asyncio.create_task(app(scope, replay_body(body, disconnect), send))
     task.add_done_callback(lambda _: sent.put_nowait(None))
     try:
         while (message := await sent.get()) is not None:

@@ -19,13 +19,14 @@ import ray
 from fastapi import FastAPI, Request
 from ray import serve
 from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
+from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from ..server.app import create_app
 from ..server.errors import error_response
 from ..server.settings import Settings, parse
 from .asgi_call import Message, call
-from .keys import routing_key
+from .prompt_keys import PromptKeys
 from .relay import REPLICA_GONE, Relayed, first_line, plain_scope
 from .routes import refusal
 
@@ -71,8 +72,10 @@ ingress = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)  # the replic
 @serve.deployment(name="PyllamaIngress", ray_actor_options={"num_cpus": 0}, max_ongoing_requests=1000)
 @serve.ingress(ingress)
 class Ingress:
-    def __init__(self, replicas: DeploymentHandle) -> None:
+    def __init__(self, replicas: DeploymentHandle, flags: list[str]) -> None:
         self.replicas = replicas.options(method_name="respond", stream=True)
+        parsed = parse(flags, "pyllama.ray")
+        self.keys = PromptKeys(None if isinstance(parsed, list) else parsed)
 
     @ingress.api_route("/{path:path}", methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
                        include_in_schema=False)
@@ -82,7 +85,7 @@ class Ingress:
         if refused is not None:
             return error_response(501, refused, code="not_supported", path=path)
         body = await request.body()
-        key, scope = routing_key(body), plain_scope(request.scope, path)
+        key, scope = await run_in_threadpool(self.keys.key, path, body), plain_scope(request.scope, path)
         for _ in range(2):  # a replica that died before answering: once more (nothing was sent)
             stream: DeploymentResponseGenerator = self.replicas.remote(key, scope, body)
             try:
@@ -92,6 +95,10 @@ class Ingress:
                 gone = exc
         return error_response(503, f"the replicas serving this request stopped before answering: {first_line(gone)}",
                               code="replica_unavailable", path=path)
+
+    def __del__(self) -> None:
+        if hasattr(self, "keys"):
+            self.keys.close()
 
 
 def settings_of(flags: list[str]) -> Settings:

@@ -1,10 +1,12 @@
 """A request's routing key: text that grows the way its prompt does, so that two requests whose
 prompts share a prefix (a system prompt, a chat history) get keys that share a prefix.
 
-Read from the JSON body alone, in the ingress, which holds no model: the chat messages in order
-(role and text of each, as a chat template lays them out), or the prompt of a completion (text,
-or token ids, each written as one character). The model's name leads, so two models never share
-a prefix. Tools and media are left out: a template may put tools anywhere, and an image's bytes
+Where the ingress can read the model's vocabulary and template, an OpenAI chat or completion
+request's key is its prompt's tokens, as the replica's engine will see them
+(pyllama/ray/prompt_keys.py). Any other request's key is read from its JSON body alone: the chat
+messages in order (role and text of each, as a chat template lays them out), or the prompt of a
+completion (text, or token ids, each written as one character). The model's name leads, so two
+models never share a prefix. Tools and media are left out: a template may put tools anywhere, and an image's bytes
 say nothing about the text around it. Any API's field names are read (OpenAI, llama.cpp,
 Anthropic, Responses, Ollama); a body without them gets the empty key, routed by load.
 """
@@ -12,17 +14,29 @@ Anthropic, Responses, Ollama); a body without them gets the empty key, routed by
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 _TOKEN_BASE = 0x10000  # token ids as characters above the BMP: no surrogates, ids below ~1M fit
 
 
-def routing_key(body: bytes) -> str:
+def tokens_key(model: str, tokens: Sequence[int]) -> str:
+    """The key of a prompt of ``tokens`` for ``model``."""
+    return f"{model}\x00{_text(list(tokens))}"
+
+
+def body_of(body: bytes) -> dict[str, Any] | None:
+    """The request's JSON object, or None (the replica answers bad JSON; its key does not matter)."""
     try:
         request = json.loads(body) if body else None
-    except ValueError:  # the replica answers the bad JSON; the key does not matter
-        return ""
-    if not isinstance(request, dict):
+    except ValueError:
+        return None
+    return request if isinstance(request, dict) else None
+
+
+def routing_key(body: bytes) -> str:
+    request = body_of(body)
+    if request is None:
         return ""
     parts = [str(request.get("model") or ""), "\x00"]
     for field in ("system", "instructions"):  # Anthropic's and Ollama's system prompt, Responses' instructions

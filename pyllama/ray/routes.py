@@ -18,6 +18,9 @@ _PER_REPLICA = (
                                             "(give a request its own 'lora' instead)"),
     ("POST", re.compile(r"/models/(load|unload)"), "loading or unloading a model on one replica "
                                                    "(replicas load models on demand)"),
+    ("POST", re.compile(r"/models"), "downloading a model to one replica's node (download it on every node)"),
+    ("DELETE", re.compile(r"/models"), "deleting a model from one replica's node"),
+    ("GET", re.compile(r"/models/sse"), "one replica's model events"),
     ("GET", re.compile(r"/metrics"), "one replica's metrics (use Ray's metrics, which cover every replica)"),
 )
 

@@ -167,7 +167,7 @@ class Gate:
             return await _answer(send, exc.status, str(exc), exc.param, path=scope["path"])
         scope["headers"] = [(k, v) for k, v in scope["headers"] if k.lower() != b"content-type"]
         scope["headers"].append((b"content-type", b"application/json"))
-        await _until_disconnect(self.app(scope, _replay(raw, receive), _noticing_loss(send)), receive,
+        await _until_disconnect(self.app(scope, replay_body(raw, receive), _noticing_loss(send)), receive,
                                 f"{scope['method']} {scope['path']}")
 
     async def _read(self, headers: dict[str, str], receive: Receive) -> bytes | None:
@@ -223,7 +223,7 @@ async def _client_left(receive: Receive) -> None:
         pass
 
 
-def _replay(raw: bytes, receive: Receive) -> Receive:
+def replay_body(raw: bytes, receive: Receive) -> Receive:
     """A receive that gives the body once, then waits for the client's disconnect as usual."""
     sent = False
 

@@ -175,19 +175,9 @@ class ServedModel:
     async def plan_chat(self, body: ChatRequest, check_room: bool = True) -> ChatPlan:
         """The prompt and constraints; ``check_room=False`` also plans one the context cannot hold
         (a client counting tokens wants the count, not an error)."""
-        messages = [m.model_dump(exclude_none=True, by_alias=True) for m in body.messages]
-        tools = [t.model_dump(exclude_none=True) for t in body.tools] if body.tools else None
-        functions = [f.model_dump(exclude_none=True) for f in body.functions] if body.functions else None
-        choice = body.tool_choice.model_dump() if hasattr(body.tool_choice, "model_dump") else body.tool_choice
-        call = body.function_call.model_dump() if hasattr(body.function_call, "model_dump") else body.function_call
         try:
-            plan = await run_in_threadpool(
-                plan_chat, self.template, self.vocab, messages, tools=tools, tool_choice=choice, functions=functions,
-                function_call=call, response_format=response_format(body), stop=body.stop,
-                grammar=grammar_of(body), reasoning=body.reasoning, media=self.media,
-                add_generation_prompt=body.add_generation_prompt is not False,
-                continue_final_message=body.continue_final_message,
-                template_kwargs={**_THINKING[self.settings.thinking], **(body.chat_template_kwargs or {})})
+            plan = await run_in_threadpool(plan_chat, self.template, self.vocab, media=self.media,
+                                           **chat_plan_arguments(body, self.settings.thinking))
         except MediaTooLargeError as exc:
             raise RequestError(413, str(exc), "messages") from exc
         except (ValueError, TypeError, LlamaError) as exc:  # messages, tools, a template that failed
@@ -325,6 +315,22 @@ def _embedding_inputs(raw: Any) -> list[Any]:
 
 # --reasoning: llama.cpp lets a template think unless told not to
 _THINKING = {"on": {"enable_thinking": True}, "off": {"enable_thinking": False}, "auto": {"enable_thinking": True}}
+
+
+def chat_plan_arguments(body: ChatRequest, thinking: str) -> dict[str, Any]:
+    """:func:`~pyllama.chat.plan_chat`'s arguments for a chat request, but the template, the
+    vocabulary and the media reader (the Ray ingress renders with the same ones)."""
+    choice = body.tool_choice.model_dump() if hasattr(body.tool_choice, "model_dump") else body.tool_choice
+    call = body.function_call.model_dump() if hasattr(body.function_call, "model_dump") else body.function_call
+    return {"messages": [m.model_dump(exclude_none=True, by_alias=True) for m in body.messages],
+            "tools": [t.model_dump(exclude_none=True) for t in body.tools] if body.tools else None,
+            "tool_choice": choice,
+            "functions": [f.model_dump(exclude_none=True) for f in body.functions] if body.functions else None,
+            "function_call": call, "response_format": response_format(body), "stop": body.stop,
+            "grammar": grammar_of(body), "reasoning": body.reasoning,
+            "add_generation_prompt": body.add_generation_prompt is not False,
+            "continue_final_message": body.continue_final_message,
+            "template_kwargs": {**_THINKING[thinking], **(body.chat_template_kwargs or {})}}
 
 
 def _cache_type(name: str | None) -> GGMLType | None:
