@@ -96,6 +96,17 @@ class EngineStoppedError(LlamaError):
     """The server's engine thread is not running (it failed, or the server is shutting down)."""
 
 
+class DownloadError(LlamaError):
+    """A model could not be downloaded from Hugging Face (server/hf_download.py); the message names
+    the URL, the status or what is missing. ``status`` is the HTTP status when a server answered
+    with one; ``transient`` says whether another try may cure it (the network, a 5xx or 429, a
+    cut-short body)."""
+
+    def __init__(self, message: str, status: int | None = None, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.status, self.transient = status, transient
+
+
 class GPUUnavailableWarning(RuntimeWarning):
     """The build has a GPU backend that cannot run on this machine, so pyllama uses the CPU."""
 

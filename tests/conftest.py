@@ -23,6 +23,21 @@ def without_gpu_warning(stderr: str) -> str:
     return "".join(kept)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def empty_model_cache(tmp_path_factory):
+    """Servers in router mode list the Hugging Face cache's models: the tests' cache is their own,
+    empty, whatever the machine's holds."""
+    import os
+
+    before = os.environ.get("LLAMA_CACHE")
+    os.environ["LLAMA_CACHE"] = str(tmp_path_factory.mktemp("hf-cache"))
+    yield
+    if before is None:
+        del os.environ["LLAMA_CACHE"]
+    else:
+        os.environ["LLAMA_CACHE"] = before
+
+
 @pytest.fixture(scope="session")
 def llama_cpp_dir() -> Path:
     if not (LLAMA_CPP / "include" / "llama.h").exists():

@@ -1,11 +1,14 @@
-"""Where router mode finds its models: llama-server's --models-dir layout and the sections of
-its --models-preset INI file. Both raise ValueError with the message a user sees."""
+"""Where router mode finds its models: llama-server's --models-dir layout, the sections of its
+--models-preset INI file, and the Hugging Face cache. Each raises ValueError with the message a
+user sees."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
 from typing import Any
+
+from .hf_cache import cached_models, projector, resolve
 
 
 def models_dir(folder: str) -> dict[str, dict[str, Any]]:
@@ -52,3 +55,29 @@ def preset_sections(path: str) -> dict[str, list[tuple[str, str]]]:
         else:
             raise ValueError(f"{path} line {number}: expected [name] or key = value, got {raw.strip()!r}")
     return sections
+
+
+def cached_entries() -> dict[str, dict[str, Any]]:
+    """The models in the Hugging Face cache (server/hf_cache.py), which llama-server's router lists
+    as ``owner/repo:QUANT``, each with its projector when the repository has one."""
+    found: dict[str, dict[str, Any]] = {}
+    for model_id, path in cached_models().items():
+        found[model_id] = {"model": str(path)}
+        mmproj = projector(path)
+        if mmproj is not None:
+            found[model_id]["mmproj"] = str(mmproj)
+    return found
+
+
+def cached_repositories(repo: str | None, file: str | None, draft: str | None) -> dict[str, Any]:
+    """A preset's ``hf-repo``/``hf-file``/``spec-draft-hf``: the cached files they name (a repository
+    not in the cache stands for its own file: loading it fails, naming it)."""
+    named: dict[str, Any] = {}
+    for key, model_id, within in (("model", repo, file), ("model_draft", draft, None)):
+        if model_id:
+            try:
+                path = resolve(model_id, within)
+            except ValueError as exc:
+                raise ValueError(f"{model_id}: {exc}") from None
+            named[key] = str(path) if path is not None else model_id
+    return named

@@ -27,6 +27,8 @@ from urllib.parse import parse_qs
 from .engine import Engine
 from .engine_stats import Stats
 from .errors import RequestError
+from .model_downloads import Downloads
+from .model_events import ModelEvents
 from .served_model import ServedModel
 from .settings import Settings
 
@@ -107,6 +109,8 @@ class ModelPool:
         self._changed = asyncio.Event()  # set (and replaced) whenever a status changes
         self._tasks: set[asyncio.Task[None]] = set()  # held: the loop keeps only weak references
         self._watcher: asyncio.Task[None] | None = None
+        self.events = ModelEvents()  # GET /models/sse
+        self.downloads = Downloads(self.events, self.refresh)  # POST /models
         for pooled in self.all:  # before serving, in this thread: a server that answers has them
             if pooled.settings.load_on_startup and self._has_room(pooled):
                 self._load_now(pooled)
@@ -207,6 +211,7 @@ class ModelPool:
             return pooled
         if pooled.status == "sleeping":  # unloaded already; it only changes its name
             pooled.status = "unloaded"
+            self._notify(pooled)
             return pooled
         if pooled.status not in ("loaded", "loading"):
             raise RequestError(400, f"the model '{pooled.name}' is not loaded", "model")
@@ -222,8 +227,11 @@ class ModelPool:
         fresh = {entry.model_alias: entry for entry in entries}
         for pooled in list(self.all):
             entry = fresh.pop(pooled.name, None)
-            if entry is not None and dataclasses.replace(entry, started=pooled.settings.started) == pooled.settings:
-                continue
+            if entry is not None:
+                entry = dataclasses.replace(entry, started=pooled.settings.started)
+                if _listing_only(entry) == _listing_only(pooled.settings):  # nothing a loaded model depends on
+                    pooled.settings = entry
+                    continue
             pooled.reloaded, pooled.successor = True, entry
             if pooled.status in ("unloaded", "sleeping") and pooled not in self._queue:
                 self._apply_reload(pooled)
@@ -232,6 +240,19 @@ class ModelPool:
         self.all += [PooledModel(entry, idle_seconds=_idle(entry.sleep_idle_seconds)) for entry in fresh.values()]
         self._index()
         self._schedule()
+
+    async def refresh(self) -> None:
+        """Read the declared models again (``reread``) and take them (``reload``); ValueError if
+        the files are wrong now, and then nothing changes."""
+        if self.reread is None:
+            return
+        self.reload(await asyncio.to_thread(self.reread))
+        self.events.publish("*", "models_reload")
+
+    async def until_unloaded(self, pooled: PooledModel) -> None:
+        """Wait until ``pooled`` holds no memory (after an unload asked for)."""
+        while pooled.holds_memory or pooled in self._queue:
+            await self._changed.wait()
 
     def _apply_reload(self, pooled: PooledModel) -> None:
         if pooled.successor is None:
@@ -307,13 +328,19 @@ class ModelPool:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _notify(self) -> None:
+    def _notify(self, pooled: PooledModel | None = None) -> None:
+        """Wake whoever waits on a status; ``pooled``'s new one is an event for /models/sse too."""
         self._changed.set()
         self._changed = asyncio.Event()
+        if pooled is not None and pooled.status != "unloading":  # llama-server shows it loaded until it is not
+            shown = self.status(pooled)
+            data = {"status": shown["value"], **({"exit_code": shown.get("exit_code", 0)}
+                                                 if pooled.status == "unloaded" else {})}
+            self.events.publish(pooled.name, "status_change", data)
 
     def _start_load(self, pooled: PooledModel) -> None:
         pooled.status, pooled.attempts, pooled.load_asked = "loading", pooled.attempts + 1, False  # counts now
-        self._notify()
+        self._notify(pooled)
         self._start(self._load(pooled))
 
     async def _load(self, pooled: PooledModel) -> None:
@@ -330,7 +357,7 @@ class ModelPool:
             logger.info("model %s: loaded in %.2f s", pooled.name, time.perf_counter() - started)
         if pooled in self._queue:
             self._queue.remove(pooled)
-        self._notify()
+        self._notify(pooled)
         self._schedule()
 
     def _load_now(self, pooled: PooledModel) -> None:
@@ -363,7 +390,7 @@ class ModelPool:
             if pooled.reloaded:
                 self._apply_reload(pooled)
         logger.info("model %s: %s", pooled.name, status)
-        self._notify()
+        self._notify(pooled)
         self._schedule()
 
     # --- idle time --------------------------------------------------------------------------------
@@ -387,6 +414,11 @@ class ModelPool:
             if pooled.served is not None:
                 pooled.served.close()
                 pooled.served, pooled.status = None, "unloaded"
+
+
+def _listing_only(settings: Settings) -> Settings:
+    """The settings but what only GET /models shows (a model changed only there need not reload)."""
+    return dataclasses.replace(settings, hidden=False, source="")
 
 
 def _idle(seconds: float) -> float | None:

@@ -101,20 +101,26 @@ def router(pool: ModelPool) -> APIRouter:
     async def models(reload: bool = False) -> dict[str, Any]:
         """Every model the server serves, loaded or not, with llama-server's router ``status``;
         ``?reload=1`` reads --models-dir and --models-preset again first."""
-        if reload and pool.reread is not None:
+        if reload:
             try:
-                entries = await run_in_threadpool(pool.reread)
+                await pool.refresh()
             except ValueError as exc:  # the files as they are now are wrong: nothing changes
                 raise RequestError(500, f"the models could not be read again: {exc}") from None
-            pool.reload(entries)
         data = []
         for p in pool.all:
+            if p.settings.hidden:
+                continue
             shown = {"id": p.name, "object": "model", "owned_by": "pyllama", "created": p.settings.started,
                      "aliases": [p.name, *p.settings.aliases], "tags": list(p.settings.tags),
                      "path": p.settings.model, "status": pool.status(p)}
+            if p.settings.source:  # router mode: where it was found; a cached one can be deleted
+                shown.update(source=p.settings.source, can_remove=p.settings.source == "cache")
             if p.meta is not None:  # known once it has been loaded
                 shown["meta"] = p.meta
             data.append(shown)
+        data += [{"id": model_id, "object": "model", "owned_by": "pyllama", "aliases": [model_id], "tags": [],
+                  "status": {"value": "downloading"}, "source": "cache", "can_remove": True}
+                 for model_id in pool.downloads]
         return {"object": "list", "data": data}
 
     return api

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import NoModelError
-from .model_files import models_dir, preset_sections
+from .model_files import cached_entries, cached_repositories, models_dir, preset_sections
 from ..placement import (SPLIT_MODES, check_devices, check_overrides, check_split, moe_overrides, offload_devices,
                          parse_devices, parse_overrides, parse_split, parse_split_mode)
 
@@ -92,6 +92,8 @@ class Settings:
     load_on_startup: bool = True
     # ...and server-wide (llama-server's router mode)
     router: bool = False  # models declared by --models-dir or --models-preset: /props says role "router"
+    source: str = ""  # router mode: where it was found (llama-server's cache, models_dir or preset)
+    hidden: bool = False  # a cached model a preset's dedup-cache-models hides from GET /models (still served)
     models_max: int = 4  # models loaded at once (0: no limit)
     models_memory_mib: int = 0  # MiB of model files loaded at once (0: no limit)
     models_autoload: bool = True  # a request for a model not loaded loads it
@@ -368,12 +370,18 @@ def parse(argv: Sequence[str] | None = None, prog: str = "python -m pyllama.serv
     if "models_dir" in declared or "models_preset" in declared:
         found = _scan_models_dir(parser, declared["models_dir"]) if "models_dir" in declared else {}
         every, sections = _read_preset(parser, declared["models_preset"]) if "models_preset" in declared else ({}, {})
-        for name in {**found, **sections}:
-            entry = {"load_on_startup": False, **every, **found.get(name, {}), **sections.get(name, {}), **shared,
-                     **server, "model_alias": (name,), "router": True,
-                     "reread": functools.partial(_reread, argv, prog)}
+        cache = cached_entries()
+        hiding = {path for name, section in sections.items() if {**every, **section}.pop("dedup_cache_models", False)
+                  for path in (section.get("model"), section.get("model_draft")) if path}
+        for name in {**cache, **found, **sections}:
+            source = "preset" if name in sections else "models_dir" if name in found else "cache"
+            entry = {"load_on_startup": False, **every, **cache.get(name, {}), **found.get(name, {}),
+                     **sections.get(name, {}), **shared, **server, "model_alias": (name,), "router": True,
+                     "source": source, "reread": functools.partial(_reread, argv, prog)}
+            entry.pop("dedup_cache_models", None)
             if "model" not in entry:
                 parser.error(f"the model '{name}' in {declared['models_preset']} names no file: add model = PATH")
+            entry["hidden"] = source == "cache" and entry["model"] in hiding
             entries.append(entry)
     if not entries:
         parser.error(f"no models found in {' or '.join(declared.values())}")
@@ -415,9 +423,11 @@ def _scan_models_dir(parser: argparse.ArgumentParser, folder: str) -> dict[str, 
 
 
 PRESET_ONLY = {"load-on-startup", "stop-timeout", "dedup-cache-models"}  # llama-server's keys that are no flags
-# llama-server's Hugging Face model keys: pyllama downloads nothing, so the repository is listed as the model's
-# file, and loading it fails (file not found) unless it is one; the file within it is the download's to pick
+# llama-server's Hugging Face model keys: the model (or draft model) is the cached file they name
+# (server/hf_cache.py; POST /models downloads one); one not in the cache is listed by its repository,
+# and loading it fails with the file not found
 HF_REPO, HF_FILE = {"hf-repo", "hf", "hfr", "LLAMA_ARG_HF_REPO"}, {"hf-file", "hff", "LLAMA_ARG_HF_FILE"}
+HF_DRAFT = {"spec-draft-hf", "hfd", "hf-repo-draft", "LLAMA_ARG_SPEC_DRAFT_HF_REPO", "LLAMA_ARG_HFD_REPO"}
 
 
 def _read_preset(parser: argparse.ArgumentParser, path: str) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
@@ -439,15 +449,19 @@ def _preset_values(parser: argparse.ArgumentParser, path: str, section: str,
                  for n in ((option.negation,) if isinstance(option.negation, str) else option.negation)}
     argv: list[str] = []
     extra: dict[str, Any] = {}
-    repository: dict[str, Any] = {}  # a model = PATH wins over it
+    hf = {key: value for key, value in pairs if key in HF_REPO | HF_FILE | HF_DRAFT}
+    try:  # model = PATH wins over them
+        repository = cached_repositories(*(next((v for k, v in hf.items() if k in keys), None)
+                                           for keys in (HF_REPO, HF_FILE, HF_DRAFT)))
+    except ValueError as exc:
+        parser.error(f"{path}: [{section}] {exc}")
     for key, value in pairs:
-        if key in HF_REPO | HF_FILE:
-            repository.update({"model": value} if key in HF_REPO else {})
+        if key in hf:
             continue
         if key in PRESET_ONLY:
-            if key == "load-on-startup":
-                extra["load_on_startup"] = _flag(value)
-            continue  # stop-timeout: unloading waits for running requests; no cache to dedup
+            if key != "stop-timeout":  # unloading waits for running requests
+                extra[key.replace("-", "_")] = _flag(value)
+            continue
         flag = f"--{key[len('LLAMA_ARG_'):].lower().replace('_', '-')}" if key.startswith("LLAMA_ARG_") else key
         flag = flag if flag.startswith("-") else f"-{flag}" if f"-{flag}" in _SPELLINGS else f"--{flag}"
         if flag not in _SPELLINGS and flag not in negations:

@@ -12,6 +12,8 @@ from fastapi.responses import StreamingResponse
 
 from .errors import RequestError, error_body
 
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}  # no proxy holds the events back
+
 
 async def started(stream: AsyncIterator[Any]) -> tuple[Any, AsyncIterator[Any]]:
     """The first chunk (errors raised here are still HTTP errors) and the stream."""
@@ -43,8 +45,7 @@ def sse(first: Any, rest: AsyncIterator[Any], done_marker: bool = True, named: b
             await rest.aclose()
         if done_marker:
             yield "data: [DONE]\n\n"
-    return StreamingResponse(body(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return StreamingResponse(body(), media_type="text/event-stream", headers=SSE_HEADERS)
 
 
 async def prepend(first: Any, rest: AsyncIterator[Any]) -> AsyncIterator[Any]:
