@@ -126,6 +126,7 @@ def test_interleaved_conversations_spread_and_stay_on_their_replicas(concurrent)
     ("GET", "/slots", True), ("POST", "/slots/0", True), ("POST", "/lora-adapters", True),
     ("POST", "/models/load", True), ("POST", "/models/unload", True), ("GET", "/metrics", True),
     ("POST", "/models", True), ("DELETE", "/models", True), ("GET", "/models/sse", True), ("GET", "/models", False),
+    ("GET", "/v1/stream", True), ("DELETE", "/v1/stream", True), ("POST", "/v1/streams/lookup", True),
     ("GET", "/lora-adapters", False), ("POST", "/v1/chat/completions", False), ("GET", "/v1/models", False),
     ("GET", "/health", False), ("GET", "/props", False),
 ])

@@ -21,6 +21,9 @@ _PER_REPLICA = (
     ("POST", re.compile(r"/models"), "downloading a model to one replica's node (download it on every node)"),
     ("DELETE", re.compile(r"/models"), "deleting a model from one replica's node"),
     ("GET", re.compile(r"/models/sse"), "one replica's model events"),
+    ("GET", re.compile(r"/v1/stream"), "reattaching to a stream one replica keeps"),
+    ("DELETE", re.compile(r"/v1/stream"), "stopping a stream one replica keeps"),
+    ("POST", re.compile(r"/v1/streams/lookup"), "looking up the streams one replica keeps"),
     ("GET", re.compile(r"/metrics"), "one replica's metrics (use Ray's metrics, which cover every replica)"),
 )
 

@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from . import anthropic, errors, llamacpp, ollama, openai, pages, responses, router_mode
+from . import anthropic, errors, llamacpp, ollama, openai, pages, responses, router_mode, stream_sessions
 from .drain import Drain
 from .gate import Gate
 from .model_pool import HoldModels, ModelPool
@@ -41,9 +41,13 @@ def create_app(settings: Settings | list[Settings]) -> FastAPI:
     for module in (openai, llamacpp, responses, anthropic, router_mode, ollama):
         app.include_router(module.router(pool))
 
+    app.state.streams = stream_sessions.StreamSessions()
+    app.include_router(stream_sessions.router(app.state.streams))
     app.include_router(pages.router(app, every[0].webui))
 
     app.add_middleware(HoldModels, pool=pool)  # inside the gate: a request it refuses picks nothing
     # server-wide options come from the first entry
     app.add_middleware(Gate, api_keys=every[0].api_keys, cors_origins=every[0].cors_origins, drain=app.state.drain)
+    # outside the gate: a stream with X-Conversation-Id outlives its client, so the gate must not see it go
+    app.add_middleware(stream_sessions.ResumableStreams, sessions=app.state.streams)
     return app

@@ -77,3 +77,11 @@ class DetokenizeRequest(Body):
 
 class SlotFile(Body):
     filename: str = Field("", description="a file name in --slot-save-path (save, restore)")
+
+
+class StreamLookup(Body):
+    """POST /v1/streams/lookup: the resumable streams of these conversations (server/stream_sessions.py)."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"conversation_ids": ["conv-1"]}]})
+
+    conversation_ids: list[str] = Field(default_factory=list, max_length=MAX_DOCUMENTS)
