@@ -106,3 +106,61 @@ def test_bad_stream_requests(base, method, query, status):
     response = httpx.request(method, f"{base}/v1/stream", params=query)
     assert response.status_code == status, response.text
     assert response.json()["error"]["message"]
+
+
+def test_delete_ends_the_stream_of_a_client_still_reading(base):
+    with httpx.Client(timeout=60) as client:
+        with client.stream("POST", f"{base}/v1/chat/completions", json=chat(3000),
+                           headers={"X-Conversation-Id": "conv-d"}) as response:
+            chunks = response.iter_bytes()
+            next(chunks)
+            assert httpx.delete(f"{base}/v1/stream", params={"conv_id": "conv-d"}).status_code == 204
+            rest = b"".join(chunks)  # ends: the generation was stopped
+        assert b"[DONE]" not in rest or tokens_of(rest) < 3000
+
+
+@pytest.fixture()
+def slow_router(tiny_spm, tmp_path, monkeypatch):
+    """Router mode whose loads take 2 s more (llama-server's LLAMA_SERVER_DEBUG_FAKE_TIMING)."""
+    monkeypatch.setenv("LLAMA_SERVER_DEBUG_FAKE_TIMING", "1")
+    preset = tmp_path / "models.ini"
+    preset.write_text(f"[tiny]\nmodel = {tiny_spm[0]}\nc = 2048\n")
+    with running_server(None, "--models-preset", str(preset), "-t", "1") as url:
+        yield url
+
+
+def _post_in_background(base: str, conversation_id: str):
+    import concurrent.futures
+
+    pool = concurrent.futures.ThreadPoolExecutor(1)
+    body = {**chat(16), "model": "tiny"}
+    future = pool.submit(httpx.post, f"{base}/v1/chat/completions", json=body,
+                         headers={"X-Conversation-Id": conversation_id}, timeout=60)
+    pool.shutdown(wait=False)
+    return future
+
+
+def _wait_loading(base: str) -> None:
+    deadline = time.monotonic() + 10
+    while httpx.get(f"{base}/models").json()["data"][0]["status"]["value"] != "loading":
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+
+
+def test_while_its_model_loads_a_stream_answers_retry_later_then_replays(slow_router):
+    answered = _post_in_background(slow_router, "conv-e")
+    _wait_loading(slow_router)
+    waiting = httpx.get(f"{slow_router}/v1/stream", params={"conv_id": "conv-e", "from": 0})
+    assert waiting.status_code == 503 and waiting.headers["retry-after"] == "1"
+    assert answered.result().status_code == 200
+    replay = httpx.get(f"{slow_router}/v1/stream", params={"conv_id": "conv-e", "from": 0}, timeout=60)
+    assert replay.status_code == 200 and replay.content == answered.result().content
+
+
+def test_delete_while_its_model_loads_answers_the_parked_request_400(slow_router):
+    answered = _post_in_background(slow_router, "conv-f")
+    _wait_loading(slow_router)
+    assert httpx.delete(f"{slow_router}/v1/stream", params={"conv_id": "conv-f"}).status_code == 204
+    cancelled = answered.result()
+    assert cancelled.status_code == 400 and "cancelled" in cancelled.json()["error"]["message"]
+    assert httpx.get(f"{slow_router}/v1/stream", params={"conv_id": "conv-f", "from": 0}).status_code == 404

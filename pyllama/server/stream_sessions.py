@@ -20,7 +20,7 @@ from typing import Any
 from fastapi import APIRouter, Query
 from starlette.responses import Response, StreamingResponse
 
-from .errors import RequestError
+from .errors import RequestError, error_response
 from .schemas.llamacpp import StreamLookup
 from .sse import SSE_HEADERS
 
@@ -46,6 +46,7 @@ class StreamSession:
         self._dropped = 0  # bytes dropped from the front
         self._done = False
         self._changed = asyncio.Event()
+        self.started = False  # its response has begun: before that (a model loading, say) a reader is told to wait
 
     @property
     def done(self) -> bool:
@@ -152,22 +153,36 @@ class ResumableStreams:
             return await self.app(scope, receive, send)
         stopped = asyncio.Event()  # set by DELETE
         session: StreamSession | None = self.sessions.start(conversation_id, stopped)  # DELETE finds it at once
+        started = ended = False
 
         async def receiving() -> Message:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                await stopped.wait()  # the client went away; the request goes on until DELETE
-            return message
+            """The client's messages, but its leaving: the request sees a disconnect on DELETE only."""
+            client = asyncio.ensure_future(receive())
+            stop = asyncio.ensure_future(stopped.wait())
+            try:
+                await asyncio.wait({client, stop}, return_when=asyncio.FIRST_COMPLETED)
+                if client.done() and client.result()["type"] != "http.disconnect":
+                    return client.result()
+                await stop  # the client left: go on until DELETE
+                return {"type": "http.disconnect"}
+            finally:
+                client.cancel()
+                stop.cancel()
 
         async def sending(message: Message) -> None:
-            nonlocal session
+            nonlocal session, started, ended
             if message["type"] == "http.response.start":
+                started = True
                 headers = dict(message.get("headers", []))
                 if message["status"] != 200 or not headers.get(b"content-type", b"").startswith(b"text/event-stream"):
                     self.sessions.forget(session)  # an error or a whole answer: nothing to resume
                     session = None
-            elif session is not None and message["type"] == "http.response.body":
-                session.append(message.get("body", b""))
+                else:
+                    session.started = True
+            elif message["type"] == "http.response.body":
+                ended = not message.get("more_body", False)
+                if session is not None:
+                    session.append(message.get("body", b""))
             await send(message)  # once the client is gone the server drops it
 
         try:
@@ -175,7 +190,11 @@ class ResumableStreams:
         finally:
             if session is not None:
                 session.finish()
-
+        if stopped.is_set() and not started:  # stopped before it answered (waiting for its model, say)
+            await error_response(400, f"the stream '{conversation_id}' was cancelled (DELETE /v1/stream)",
+                                 code="cancelled", path=scope["path"])(scope, receive, send)
+        elif stopped.is_set() and not ended:  # stopped mid-stream: a client still reading sees it end, not break
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 def router(sessions: StreamSessions) -> APIRouter:
     api = APIRouter()
@@ -186,6 +205,9 @@ def router(sessions: StreamSessions) -> APIRouter:
         session = _session(sessions, conv_id)
         if not offset.isdigit():
             raise RequestError(400, f"'from' must be a byte offset, got {offset!r}", "from")
+        if not session.started and not session.done:
+            raise RequestError(503, f"the stream '{conv_id}' has not started yet (its model may be loading); "
+                                    "retry shortly", "conv_id", headers={"Retry-After": "1"})
         try:
             session.check(int(offset))
         except OffsetLost as exc:
