@@ -58,8 +58,20 @@ def test_a_new_prefix_goes_to_the_least_loaded_then_the_least_remembering_replic
     policy = PrefixAffinity(block_chars=16)
     policy.record(chat("an old conversation about tides"), "a")
     assert policy.choose(chat("something new"), {"a": 0, "b": 2, "c": 0})[0] == ["c"]  # a remembers more
-    assert policy.continued("a", policy.blocks(chat("something new"))) == 0  # only the system prompt is shared
-    assert policy.choose("x" * 10 + SYSTEM, {"a": 0, "b": 0, "c": 0})[0] == ["b", "c"]  # Ray takes the shorter queue
+    assert policy.continued("a", chat("something new")) == 0  # only the system prompt is shared
+    assert policy.choose("x" * 10 + SYSTEM, {"a": 0, "b": 0, "c": 0})[0] == ["b"]  # c has a request on its way
+
+
+def test_a_burst_of_new_prefixes_spreads_before_ray_sees_the_queues():
+    """Eight new conversations at once: each is routed before any is recorded, and Ray's queue
+    lengths still read 0, yet they spread evenly; recorded, they count by what is remembered."""
+    policy = PrefixAffinity(block_chars=16)
+    chosen = [policy.choose(chat(f"conversation {k}"), {"a": None, "b": 0})[0] for k in range(8)]
+    assert all(len(rank) == 1 for rank in chosen)
+    assert sorted(sum(chosen, [])) == ["a"] * 4 + ["b"] * 4
+    for k, (replica,) in enumerate(chosen):
+        policy.record(chat(f"conversation {k}"), replica)
+    assert policy.choose(chat("conversation 3", "Yes.", "more"), {"a": 0, "b": 0})[0] == chosen[3]
 
 
 def test_a_match_below_min_match_counts_as_a_new_prefix():
@@ -99,6 +111,17 @@ def test_memory_is_bounded_and_gone_replicas_are_forgotten():
 def test_bad_policy_options_are_named(options):
     with pytest.raises(ValueError, match="expected block_chars"):
         PrefixAffinity(**options)
+
+
+def test_a_conversation_whose_first_turn_ends_inside_a_block_still_goes_back():
+    """The part of a first turn that tells conversations apart may be shorter than a block after
+    a long shared system prompt: the key's end is remembered, not only its last whole block."""
+    policy, loads = PrefixAffinity(block_chars=32), {"a": 0, "b": 0}
+    for k, replica in enumerate("ab"):
+        policy.record(chat(f"q{k}"), replica)
+    for k, replica in enumerate("ab"):
+        assert policy.choose(chat(f"q{k}", "Yes.", "and then?"), loads)[0] == [replica]
+        assert policy.continued(replica, chat(f"q{k}", "Yes.")) == len(chat(f"q{k}"))
 
 
 @pytest.mark.parametrize("concurrent", [False, True])
