@@ -3,7 +3,8 @@ writes bench/results/latest.md and bench/results/latest.png.
 
     python bench/run_all.py [--threads 2] [--quick]
 
-References, built once outside the package and kept in bench/ (git-ignored):
+References, built once outside the package and kept in bench/ (git-ignored), with the CPU-side
+backends of the installed pyllama (OpenBLAS or not: a "-blas" suffix on the folders):
 - llama-cpp-python 0.3.36 from its pinned sdist, in its own venv (bench/.lcp-venv);
 - llama.cpp's llama-bench, llama-server and llama-perplexity from the vendored tree (bench/.native).
 """
@@ -59,25 +60,39 @@ def without_amx() -> list[str]:
     return [f"-DCMAKE_C_FLAGS={flags}", f"-DCMAKE_CXX_FLAGS={flags}"]
 
 
-def native_tools() -> Path:
-    binaries = NATIVE / "bin"
+def same_backends() -> tuple[str, list[str]]:
+    """The CPU-side backends of the pyllama under test, and the CMake flags that build the references
+    with them: OpenBLAS changes prompt speed (slower for small batches of a quantized model), so a
+    reference without it would measure the backend, not the binding."""
+    from pyllama.system import devices
+
+    blas = [device for device in devices() if device.name == "BLAS"]
+    if not blas:
+        return "CPU", []
+    vendor = "OpenBLAS" if "openblas" in blas[0].description.lower() else "Generic"
+    return f"CPU + BLAS ({blas[0].description})", ["-DGGML_BLAS=ON", f"-DGGML_BLAS_VENDOR={vendor}"]
+
+
+def native_tools(backend: list[str]) -> Path:
+    binaries = (NATIVE.with_name(NATIVE.name + "-blas") if backend else NATIVE) / "bin"
     if not (binaries / "llama-server").exists():
         print("bench: building llama.cpp's tools from the vendored tree", flush=True)
-        subprocess.run(["cmake", "-S", str(ROOT / "vendor" / "llama.cpp"), "-B", str(NATIVE), "-G", "Ninja",
+        subprocess.run(["cmake", "-S", str(ROOT / "vendor" / "llama.cpp"), "-B", str(binaries.parent), "-G", "Ninja",
                         "-DCMAKE_BUILD_TYPE=Release", "-DLLAMA_BUILD_TOOLS=ON", "-DLLAMA_BUILD_TESTS=OFF",
-                        "-DLLAMA_BUILD_EXAMPLES=OFF", "-DLLAMA_CURL=OFF", "-DLLAMA_OPENSSL=OFF", *without_amx()],
-                       check=True)
-        subprocess.run(["cmake", "--build", str(NATIVE), "--target", "llama-bench", "llama-server",
+                        "-DLLAMA_BUILD_EXAMPLES=OFF", "-DLLAMA_CURL=OFF", "-DLLAMA_OPENSSL=OFF", *without_amx(),
+                        *backend], check=True)
+        subprocess.run(["cmake", "--build", str(binaries.parent), "--target", "llama-bench", "llama-server",
                         "llama-perplexity"], check=True)
     return binaries
 
 
-def llama_cpp_python() -> Path:
-    python = LCP_VENV / "bin" / "python"
+def llama_cpp_python(backend: list[str]) -> Path:
+    folder = LCP_VENV.with_name(LCP_VENV.name + "-blas") if backend else LCP_VENV
+    python = folder / "bin" / "python"
     if not python.exists():
         print("bench: building llama-cpp-python 0.3.36 from its sdist", flush=True)
-        venv.create(LCP_VENV, with_pip=True)
-        cmake_args = " ".join(f'"{flag}"' for flag in without_amx())
+        venv.create(folder, with_pip=True)
+        cmake_args = " ".join(f'"{flag}"' for flag in [*without_amx(), *backend])
         subprocess.run([str(python), "-m", "pip", "install", "--no-binary", "llama-cpp-python",
                         "llama-cpp-python[server]==0.3.36"], check=True,
                        env={**os.environ, "CMAKE_ARGS": f"{os.environ.get('CMAKE_ARGS', '')} {cmake_args}".strip()})
@@ -136,8 +151,9 @@ def main() -> None:
     missing = missing_requirements()
     if missing:
         raise SystemExit(missing)
+    backends, backend_flags = same_backends()
     try:
-        tools, python = native_tools(), llama_cpp_python()
+        tools, python = native_tools(backend_flags), llama_cpp_python(backend_flags)
     except subprocess.CalledProcessError as failed:  # cmake or pip has said why, above
         raise SystemExit(f"bench/run_all.py: building a reference failed ({' '.join(map(str, failed.cmd[:3]))} ...)")
     rounds = "2" if args.quick else "5"
@@ -159,7 +175,8 @@ def main() -> None:
     }
     RESULTS.mkdir(exist_ok=True)
     stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
-    text = [f"# Benchmarks ({stamp}, {args.threads} threads)\n", f"Machine: {machine()}.\n"]
+    text = [f"# Benchmarks ({stamp}, {args.threads} threads)\n", f"Machine: {machine()}.\n",
+            f"Backends: {backends}, pyllama and the references alike.\n"]
     text += [f"## {title}\n\n{table}\n" for title, table in sections.items()]
     (RESULTS / "latest.md").write_text("\n".join(text))
     entries = []
