@@ -109,8 +109,9 @@ def test_a_context_without_rank_pooling_is_refused(reranker):
 # --- the server --------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def server(reranker):
+    # without flash attention, as Llama by default: test_tei_shape compares the two to 1e-4
     with running_server(reranker[0], "--reranking", "--n_ctx", "128", "--n_threads", "1",
-                        "--n_parallel", "1") as base:
+                        "--n_parallel", "1", "-fa", "off") as base:
         yield base
 
 
@@ -189,7 +190,7 @@ def test_a_pooled_causal_model_embeds(tiny_spm):
     # llama_encode on a decoder-only model crashes; pooled embeddings of a Llama go through decode
     with Llama(tiny_spm[0], embedding=True, pooling_type=PoolingType.LAST, n_ctx=64) as plain:
         vector = np.array(plain.embed("hello world", normalize=False))
-    with Model(tiny_spm[0]) as model, Context(model, n_ctx=64, embeddings=True,
-                                              pooling_type=PoolingType.NONE) as per_token:
+    with Model(tiny_spm[0]) as model, Context(model, n_ctx=64, embeddings=True, pooling_type=PoolingType.NONE,
+                                              flash_attn=False) as per_token:  # as Llama's default
         rows = evaluate(per_token, model.tokenize("hello world", parse_special=True))
     np.testing.assert_allclose(vector, rows[-1], atol=1e-4)

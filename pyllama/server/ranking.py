@@ -37,7 +37,8 @@ class Ranker:
         n_ctx = settings.n_ctx or model.n_ctx_train
         # a whole pair goes through a non-causal model in one micro-batch: batch sizes = n_ctx
         context = Context(model, n_ctx=n_ctx, n_batch=n_ctx, n_ubatch=n_ctx, n_threads=settings.n_threads,
-                          n_threads_batch=settings.n_threads_batch, embeddings=True, pooling_type=PoolingType.RANK)
+                          n_threads_batch=settings.n_threads_batch, embeddings=True, pooling_type=PoolingType.RANK,
+                          flash_attn=settings.flash_attn)
         return cls(context)
 
     def score(self, query: str, documents: list[str]) -> tuple[list[float], int]:

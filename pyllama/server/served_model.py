@@ -69,7 +69,7 @@ class ServedModel:
         if settings.embedding:  # a second context on the same weights, not a second copy of them
             self.embedder = Context(self.model, n_ctx=n_ctx, n_batch=n_ctx, n_ubatch=n_ctx, embeddings=True,
                                     pooling_type=PoolingType[settings.pooling.upper()] if settings.pooling else None,
-                                    **threads)
+                                    flash_attn=settings.flash_attn, **threads)
         self._embed_lock = threading.Lock()
         self.ranker = Ranker.of(self.model, settings, self.embedder, self._embed_lock)
         self.projector: Projector | None = None  # images (and audio) in chat messages, with --mmproj
