@@ -35,7 +35,11 @@ def body_of(body: bytes) -> dict[str, Any] | None:
 
 
 def routing_key(body: bytes) -> str:
-    request = body_of(body)
+    return request_key(body_of(body))
+
+
+def request_key(request: dict[str, Any] | None) -> str:
+    """The key of a request's JSON object (None: the empty key, routed by load)."""
     if request is None:
         return ""
     parts = [str(request.get("model") or ""), "\x00"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -21,7 +22,7 @@ from ..model import Model
 from ..server.schemas.openai import ChatRequest
 from ..server.served_model import chat_plan_arguments
 from ..server.settings import Settings
-from .keys import body_of, routing_key, tokens_key
+from .keys import body_of, request_key, tokens_key
 
 CHAT_PATHS = frozenset({"/v1/chat/completions", "/chat/completions"})
 COMPLETION_PATHS = frozenset({"/v1/completions", "/completions", "/completion"})
@@ -45,22 +46,20 @@ class PromptKeys:
 
     def key(self, path: str, body: bytes) -> str:
         """The request's routing key; may render a template, so run it off the event loop."""
-        tokens = self._tokens(path, body) if self.model is not None else None
-        if tokens is None:
-            return routing_key(body)
-        request = body_of(body) or {}
-        return tokens_key(str(request.get("model") or ""), tokens)
+        request = body_of(body)
+        tokens = self._tokens(path, request) if self.model is not None and request is not None else None
+        return request_key(request) if tokens is None else tokens_key(str(request.get("model") or ""), tokens)
 
-    def _tokens(self, path: str, body: bytes) -> Sequence[int] | None:
+    def _tokens(self, path: str, request: dict[str, Any]) -> Sequence[int] | None:
         if path in CHAT_PATHS:
             try:
-                chat = ChatRequest.model_validate_json(body)
+                chat = ChatRequest.model_validate(request)
                 return plan_chat(self.template, self.model.vocab,
                                  **chat_plan_arguments(chat, self.settings.thinking)).prompt_tokens
             except (ValidationError, ValueError, TypeError, LlamaError, RecursionError):
                 return None  # media, or a request the replica will refuse
         if path in COMPLETION_PATHS:
-            prompt = (body_of(body) or {}).get("prompt")
+            prompt = request.get("prompt")
             if isinstance(prompt, str):
                 return self.model.vocab.tokenize(prompt, add_special=True, parse_special=True)
             if isinstance(prompt, list) and prompt and all(type(t) is int for t in prompt):

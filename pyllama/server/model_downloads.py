@@ -57,19 +57,16 @@ class Downloads:
         started = time.perf_counter()
         try:
             path = await asyncio.to_thread(download, model_id, progress, cancelled.is_set)
-        except DownloadError as exc:
-            logger.warning("model %s: download failed: %s", model_id, exc)
-            self.events.publish(model_id, "download_failed", {"error": str(exc)})
-        except Exception as exc:  # noqa: BLE001 - a download that fails oddly must not end the server
-            logger.exception("model %s: download failed", model_id)
+        except Exception as exc:  # noqa: BLE001 - a download that fails, however oddly, must not end the server
+            logger.warning("model %s: download failed: %s", model_id, exc,
+                           exc_info=not isinstance(exc, DownloadError))  # an odd failure: its traceback too
             self.events.publish(model_id, "download_failed", {"error": str(exc) or type(exc).__name__})
-        else:
-            logger.info("model %s: downloaded to %s in %.1f s", model_id, path, time.perf_counter() - started)
-            self._running.pop(model_id, None)
-            try:
-                await self.finished()  # listed before its end is announced: a client then finds it
-            except ValueError as exc:  # the other model files read wrong now; the download is whole
-                logger.warning("model %s: downloaded, but the models could not be read again: %s", model_id, exc)
-            self.events.publish(model_id, "download_finished")
+            return
         finally:
-            self._running.pop(model_id, None)
+            self._running.pop(model_id, None)  # before it is listed from the cache: never both
+        logger.info("model %s: downloaded to %s in %.1f s", model_id, path, time.perf_counter() - started)
+        try:
+            await self.finished()  # listed before its end is announced: a client then finds it
+        except ValueError as exc:  # the other model files read wrong now; the download is whole
+            logger.warning("model %s: downloaded, but the models could not be read again: %s", model_id, exc)
+        self.events.publish(model_id, "download_finished")

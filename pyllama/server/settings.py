@@ -371,7 +371,8 @@ def parse(argv: Sequence[str] | None = None, prog: str = "python -m pyllama.serv
         found = _scan_models_dir(parser, declared["models_dir"]) if "models_dir" in declared else {}
         every, sections = _read_preset(parser, declared["models_preset"]) if "models_preset" in declared else ({}, {})
         cache = cached_entries()
-        hiding = {path for name, section in sections.items() if {**every, **section}.pop("dedup_cache_models", False)
+        dedup = every.get("dedup_cache_models", False)
+        hiding = {path for section in sections.values() if section.get("dedup_cache_models", dedup)
                   for path in (section.get("model"), section.get("model_draft")) if path}
         for name in {**cache, **found, **sections}:
             source = "preset" if name in sections else "models_dir" if name in found else "cache"

@@ -196,13 +196,17 @@ class ResumableStreams:
         elif stopped.is_set() and not ended:  # stopped mid-stream: a client still reading sees it end, not break
             await send({"type": "http.response.body", "body": b"", "more_body": False})
 
+
 def router(sessions: StreamSessions) -> APIRouter:
     api = APIRouter()
 
     @api.get("/v1/stream", tags=["llama.cpp"])
     async def reattach(conv_id: str = "", offset: str = Query("0", alias="from")) -> StreamingResponse:
         """The stream's bytes from ``from`` on, then the live ones, until it ends."""
-        session = _session(sessions, conv_id)
+        session = sessions.get(_required(conv_id))
+        if session is None:
+            raise RequestError(404, f"no stream '{conv_id}': it never was, or it ended more than {TTL_SECONDS:g} s "
+                                    "ago", "conv_id", "not_found_error")
         if not offset.isdigit():
             raise RequestError(400, f"'from' must be a byte offset, got {offset!r}", "from")
         if not session.started and not session.done:
@@ -217,9 +221,7 @@ def router(sessions: StreamSessions) -> APIRouter:
     @api.delete("/v1/stream", tags=["llama.cpp"], status_code=204)
     async def stop(conv_id: str = "") -> Response:
         """Stop the generation and drop its session (204 whether or not there was one)."""
-        if not conv_id:
-            raise RequestError(400, "conv_id is missing from the query", "conv_id")
-        sessions.stop(conv_id)
+        sessions.stop(_required(conv_id))
         return Response(status_code=204)
 
     @api.post("/v1/streams/lookup", tags=["llama.cpp"])
@@ -229,11 +231,7 @@ def router(sessions: StreamSessions) -> APIRouter:
     return api
 
 
-def _session(sessions: StreamSessions, conv_id: str) -> StreamSession:
+def _required(conv_id: str) -> str:
     if not conv_id:
         raise RequestError(400, "conv_id is missing from the query", "conv_id")
-    session = sessions.get(conv_id)
-    if session is None:
-        raise RequestError(404, f"no stream '{conv_id}': it never was, or it ended more than {TTL_SECONDS:g} s ago",
-                           "conv_id", "not_found_error")
-    return session
+    return conv_id
